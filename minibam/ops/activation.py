@@ -1,0 +1,60 @@
+"""Sigmoid and ReLU. Derivations: docs/derivations/activations.md."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minibam.function import Context, Function
+from minibam.ops._checks import require_tensor
+from minibam.tensor import Tensor
+
+
+def stable_sigmoid(x: np.ndarray) -> np.ndarray:
+    r"""$\sigma(x) = 1/(1+e^{-x})$ without overflow for any finite x.
+
+    With $z = e^{-|x|} \in (0, 1]$: $\sigma(x) = 1/(1+z)$ for $x \ge 0$ and
+    $z/(1+z)$ for $x < 0$. Only one exp, and its argument is never positive.
+    """
+    z = np.exp(-np.abs(x))
+    denominator = 1.0 + z
+    return np.where(x >= 0, 1.0, z) / denominator
+
+
+class Sigmoid(Function):
+    r"""$s = \sigma(x)$;  $\bar x = \bar s\, s (1 - s)$, from the saved output."""
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray) -> np.ndarray:
+        s = stable_sigmoid(x)
+        ctx.save_for_backward(s)
+        return s
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray) -> tuple:
+        (s,) = ctx.saved
+        return (grad * s * (1.0 - s),)
+
+
+class ReLU(Function):
+    r"""$y = \max(x, 0)$;  $\bar x = \bar y\, [x > 0]$ (the subgradient 0 at x = 0, as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray) -> np.ndarray:
+        y = np.maximum(x, 0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray) -> tuple:
+        (y,) = ctx.saved
+        return (np.where(y > 0, grad, 0).astype(grad.dtype, copy=False),)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """Logistic sigmoid, elementwise; numerically stable for any finite input."""
+    return Sigmoid.apply(require_tensor(x, "x", "sigmoid"))
+
+
+def relu(x: Tensor) -> Tensor:
+    """max(x, 0), elementwise."""
+    return ReLU.apply(require_tensor(x, "x", "relu"))
