@@ -4,16 +4,15 @@
     from minibam import nn, functional as F
 """
 
+from minibam import functional, nn
 from minibam._config import is_grad_enabled, no_grad
 from minibam.gradcheck import GradcheckError, gradcheck
 from minibam.random import manual_seed
 from minibam.tensor import Tensor
 
-from minibam import functional  # noqa: E402  (after Tensor: the ops import it)
-
 __version__ = "0.1.0"
 
 __all__ = [
-    "GradcheckError", "Tensor", "functional", "gradcheck", "is_grad_enabled",
+    "GradcheckError", "Tensor", "functional", "nn", "gradcheck", "is_grad_enabled",
     "manual_seed", "no_grad",
 ]

@@ -6,16 +6,18 @@ one file per family, forward and backward side by side.
 """
 
 from minibam.ops.activation import relu, sigmoid
+from minibam.ops.attention import bam_combine
 from minibam.ops.conv import col2im, conv2d, im2col
-from minibam.ops.elementwise import add, div, exp, log, mul, neg, pow, sub
+from minibam.ops.elementwise import add, div, exp, log, mul, neg, pow, sub  # noqa: A004
 from minibam.ops.linalg import linear, matmul
+from minibam.ops.loss import cross_entropy
 from minibam.ops.norm import batch_norm
 from minibam.ops.pool import global_avg_pool2d
-from minibam.ops.reduce import mean, sum
+from minibam.ops.reduce import mean, sum  # noqa: A004
 from minibam.ops.shape import expand, flatten, permute, reshape, transpose
 
 __all__ = [
-    "add", "batch_norm", "col2im", "conv2d", "div", "exp", "expand", "flatten",
+    "add", "bam_combine", "batch_norm", "col2im", "conv2d", "cross_entropy", "div", "exp", "expand", "flatten",
     "global_avg_pool2d", "im2col", "linear", "log", "matmul", "mean", "mul", "neg",
     "permute", "pow", "relu", "reshape", "sigmoid", "sub", "sum", "transpose",
 ]

@@ -15,7 +15,10 @@ def stable_sigmoid(x: np.ndarray) -> np.ndarray:
     With $z = e^{-|x|} \in (0, 1]$: $\sigma(x) = 1/(1+z)$ for $x \ge 0$ and
     $z/(1+z)$ for $x < 0$. Only one exp, and its argument is never positive.
     """
-    z = np.exp(-np.abs(x))
+    # exp(-|x|) underflows to 0 for |x| > ~745, which is the right value: keep that
+    # silent even when the caller has set np.seterr(all="raise").
+    with np.errstate(under="ignore"):
+        z = np.exp(-np.abs(x))
     denominator = 1.0 + z
     return np.where(x >= 0, 1.0, z) / denominator
 

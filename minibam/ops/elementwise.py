@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from minibam.function import Context, Function, unbroadcast
+from minibam.ops._checks import require_tensor
 from minibam.tensor import Tensor
 
 
@@ -114,6 +115,9 @@ class Pow(Function):
     def backward(ctx: Context, grad: np.ndarray) -> tuple:
         (x,) = ctx.saved
         p = ctx.exponent
+        if p == 0:
+            # d(x^0)/dx is 0 everywhere, also at x = 0 where x^(p-1) would give 0 * inf = nan.
+            return (np.zeros_like(grad),)
         return (grad * p * x ** (p - 1),)
 
 
@@ -194,10 +198,11 @@ def div(a: Tensor, b: Tensor) -> Tensor:
 
 
 def neg(x: Tensor) -> Tensor:
-    return Neg.apply(x)
+    return Neg.apply(require_tensor(x, "x", "neg"))
 
 
 def pow(x: Tensor, exponent: Any) -> Tensor:
+    require_tensor(x, "x", "pow")
     if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Real):
         raise TypeError(
             f"pow: the exponent must be a real scalar constant, got {type(exponent).__name__}"
@@ -209,14 +214,15 @@ def pow(x: Tensor, exponent: Any) -> Tensor:
 
 
 def exp(x: Tensor) -> Tensor:
-    return Exp.apply(x)
+    return Exp.apply(require_tensor(x, "x", "exp"))
 
 
 def log(x: Tensor) -> Tensor:
-    return Log.apply(x)
+    return Log.apply(require_tensor(x, "x", "log"))
 
 
 def cast(x: Tensor, dtype: Any) -> Tensor:
+    require_tensor(x, "x", "cast")
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise TypeError(f"cast: minibam tensors are float32 or float64, not {dtype}")

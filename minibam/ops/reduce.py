@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from minibam.function import Context, Function
+from minibam.ops._checks import require_tensor
 from minibam.tensor import Tensor
 
 
@@ -19,11 +20,13 @@ def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
     for a in axes:
         if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
             raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}")
-        if not -ndim <= a < max(ndim, 1):
+        if not -max(ndim, 1) <= a < max(ndim, 1):
             raise ValueError(f"{op}: axis {a} is out of range for a {ndim}-D tensor")
         out.append(int(a) % max(ndim, 1))
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis!r}")
+    if ndim == 0:
+        return ()  # as PyTorch: axis 0 or -1 of a 0-D tensor is the tensor itself
     return tuple(sorted(out))
 
 
@@ -62,10 +65,12 @@ class Mean(Function):
 
 
 def sum(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    require_tensor(x, "x", "sum")
     return Sum.apply(x, axes=normalize_axes(axis, x.ndim, "sum"), keepdims=bool(keepdims))
 
 
 def mean(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
+    require_tensor(x, "x", "mean")
     axes = normalize_axes(axis, x.ndim, "mean")
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"mean: cannot average over an empty axis of shape {x.shape}")

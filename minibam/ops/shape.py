@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from minibam.function import Context, Function, unbroadcast
+from minibam.ops._checks import require_tensor
 from minibam.tensor import Tensor
 
 
@@ -79,6 +80,7 @@ class GetItem(Function):
 
 
 def reshape(x: Tensor, *shape: Any) -> Tensor:
+    require_tensor(x, "x", "reshape")
     shape = _shape_args(shape, "reshape")
     try:
         np.empty(x.shape, dtype=np.bool_).reshape(shape)  # size checks without touching data
@@ -89,8 +91,12 @@ def reshape(x: Tensor, *shape: Any) -> Tensor:
 
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge axes ``start_dim..end_dim`` into one, as ``torch.flatten``."""
+    require_tensor(x, "x", "flatten")
     if x.ndim == 0:
         return reshape(x, 1)
+    for d in (start_dim, end_dim):
+        if not -x.ndim <= d < x.ndim:
+            raise ValueError(f"flatten: dim {d} is out of range for shape {x.shape}")
     start, end = start_dim % x.ndim, end_dim % x.ndim
     if start > end:
         raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
@@ -107,17 +113,20 @@ def _check_permutation(axes: tuple, ndim: int, op: str) -> tuple[int, ...]:
 
 
 def permute(x: Tensor, *axes: Any) -> Tensor:
+    require_tensor(x, "x", "permute")
     axes = _shape_args(axes, "permute")
     return Transpose.apply(x, axes=_check_permutation(axes, x.ndim, "permute"))
 
 
 def transpose(x: Tensor, *axes: Any) -> Tensor:
-    """No axes: reverse them (NumPy). All axes: permute (NumPy). Two axes of a tensor
-    with more than two dimensions: swap those two (PyTorch's ``transpose(d0, d1)``)."""
+    """No axes: reverse them (NumPy). Two axes: swap those two (PyTorch's
+    ``transpose(d0, d1)``, so ``transpose(0, 1)`` of a matrix is its transpose).
+    All axes of a tensor with other than two dimensions: permute (NumPy)."""
+    require_tensor(x, "x", "transpose")
     axes = _shape_args(axes, "transpose")
     if not axes:
         axes = tuple(reversed(range(x.ndim)))
-    elif len(axes) == 2 and x.ndim != 2:
+    elif len(axes) == 2:
         d0, d1 = (a % max(x.ndim, 1) for a in axes)
         if not (-x.ndim <= axes[0] < x.ndim and -x.ndim <= axes[1] < x.ndim):
             raise ValueError(f"transpose: axes {axes} out of range for shape {x.shape}")
@@ -129,6 +138,7 @@ def transpose(x: Tensor, *axes: Any) -> Tensor:
 
 def expand(x: Tensor, *shape: Any) -> Tensor:
     """Broadcast to ``shape``; -1 keeps that axis's size, as ``torch.Tensor.expand``."""
+    require_tensor(x, "x", "expand")
     shape = _shape_args(shape, "expand")
     lead = len(shape) - x.ndim
     if lead < 0:

@@ -1,0 +1,419 @@
+r"""The whole BAM forward and backward pass by hand, in plain NumPy (cs231n style).
+
+    y, cache = bam_forward(x, params, variant="paper", training=True, dilation_val=4, eps=1e-5)
+    grads = bam_backward(dy, cache)      # {"x": dL/dx, "<parameter name>": dL/dparameter, ...}
+
+No autograd and no minibam import: one page holds every derivative of the Bottleneck
+Attention Module (Park et al., 2018), in the paper's symbols. ``params`` uses the
+``BAM.state_dict()`` names, so a checkpoint of ``minibam.nn.BAM`` (or of the authors'
+PyTorch code) can be fed in unchanged. Derivations: docs/derivations/bam.md.
+
+Symbols (paper, section 3; r is the reduction ratio, d the dilation):
+
+    F        (N, C, H, W)    input feature map (x)
+    F_c      (N, C)          AvgPool(F), the true mean over H and W
+    z0, h0   (N, C/r)        z0 = W0 F_c + b0,  h0 = ReLU(BN(z0))
+    z1       (N, C)          z1 = W1 h0 + b1
+    M_c      (N, C)          channel attention: BN(z1) (paper) or z1 (official)
+    u0, g0   (N, C/r, H, W)  u0 = f0^{1x1}(F),  g0 = ReLU(BN(u0))
+    u_i, g_i (N, C/r, H, W)  u_i = f_i^{3x3, dilation d}(g_{i-1}),  g_i = ReLU(BN(u_i)), i = 1..n
+    u_f      (N, 1, H, W)    u_f = f_final^{1x1}(g_n)
+    M_s      (N, 1, H, W)    spatial attention: BN(u_f) (paper) or u_f (official)
+    s        (N, C, H, W)    M_c + M_s (paper) or M_c * M_s (official), both broadcast
+    M        (N, C, H, W)    M = sigmoid(s), the attention map M(F)
+    y        (N, C, H, W)    F' = F + F * M = F * (1 + M)
+
+Batch norm follows PyTorch: training normalises with the biased batch variance and
+tracks the unbiased one with momentum 0.1 (the new batch gets weight 0.1); eval uses
+the running statistics. The caller's arrays are never written to: the buffers after the
+pass come back as new arrays in ``cache["running"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MOMENTUM = 0.1  # PyTorch's BatchNorm default, used by every BN in BAM
+
+# Layer names of BAM.state_dict(): parameters are f"{layer}.weight" and f"{layer}.bias".
+FC_0 = "channel_att.gate_c.gate_c_fc_0"
+BN_1 = "channel_att.gate_c.gate_c_bn_1"
+FC_FINAL = "channel_att.gate_c.gate_c_fc_final"
+BN_C_FINAL = "channel_att.gate_c.gate_c_bn_final"
+CONV_REDUCE = "spatial_att.gate_s.gate_s_conv_reduce0"
+BN_REDUCE = "spatial_att.gate_s.gate_s_bn_reduce0"
+CONV_FINAL = "spatial_att.gate_s.gate_s_conv_final"
+BN_S_FINAL = "spatial_att.gate_s.gate_s_bn_final"
+BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def conv_di(i: int) -> str:
+    """Name of the i-th dilated 3x3 convolution (i counts from 0)."""
+    return f"spatial_att.gate_s.gate_s_conv_di_{i}"
+
+
+def bn_di(i: int) -> str:
+    """Name of the batch norm after the i-th dilated convolution."""
+    return f"spatial_att.gate_s.gate_s_bn_di_{i}"
+
+
+# --------------------------------------------------------------------------------------
+# The whole module
+# --------------------------------------------------------------------------------------
+
+
+def bam_forward(
+    x: np.ndarray,
+    params: dict[str, np.ndarray],
+    variant: str = "paper",
+    training: bool = True,
+    dilation_val: int = 4,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """BAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for :func:`bam_backward`.
+
+    ``params`` maps ``BAM.state_dict()`` names to arrays (``num_batches_tracked`` may be
+    left out); the number n of dilated convolutions is read from its keys. Nothing in
+    ``params`` or ``x`` is modified.
+
+    Keys of the returned cache a reader may want (the rest is for the backward pass):
+      ``"M_c"`` (N, C), ``"M_s"`` (N, 1, H, W), ``"M"`` (N, C, H, W): the attention maps;
+      ``"running"``: every BN buffer after this pass, under its state_dict name. In
+      training these are the updated statistics (momentum 0.1, unbiased variance,
+      ``num_batches_tracked + 1``); in eval, copies of the given ones.
+      ``params.update(cache["running"])`` does what PyTorch does in place.
+    """
+    F, n = _check_inputs(x, params, variant, training, dilation_val)
+    layers: dict[str, dict[str, Any]] = {}  # one small cache per layer, by layer name
+    running: dict[str, np.ndarray] = {}
+    paper = variant == "paper"
+
+    # ---- channel branch: M_c = BN(W1 ReLU(BN(W0 AvgPool(F) + b0)) + b1) -------------
+    F_c = F.mean(axis=(2, 3))  # a true global average: any H, W
+    z0, layers[FC_0] = _linear_forward(F_c, params, FC_0)
+    h0, layers[BN_1] = _bn_relu_forward(z0, params, BN_1, training, eps, running)
+    z1, layers[FC_FINAL] = _linear_forward(h0, params, FC_FINAL)
+    if paper:
+        M_c, layers[BN_C_FINAL] = _bn_forward(z1, params, BN_C_FINAL, training, eps, running)
+    else:
+        M_c = z1
+
+    # ---- spatial branch: M_s = BN(f_final(g_n)), g_i = ReLU(BN(f_i(g_{i-1}))) --------
+    u0, layers[CONV_REDUCE] = _conv_forward(F, params, CONV_REDUCE, padding=0, dilation=1)
+    g, layers[BN_REDUCE] = _bn_relu_forward(u0, params, BN_REDUCE, training, eps, running)
+    for i in range(n):
+        u, layers[conv_di(i)] = _conv_forward(
+            g, params, conv_di(i), padding=dilation_val, dilation=dilation_val
+        )
+        g, layers[bn_di(i)] = _bn_relu_forward(u, params, bn_di(i), training, eps, running)
+    u_f, layers[CONV_FINAL] = _conv_forward(g, params, CONV_FINAL, padding=0, dilation=1)
+    if paper:
+        M_s, layers[BN_S_FINAL] = _bn_forward(u_f, params, BN_S_FINAL, training, eps, running)
+    else:
+        M_s = u_f
+
+    # ---- combine: M = sigmoid(M_c (+ or *) M_s), y = F * (1 + M) ----------------------
+    M_c4 = M_c[:, :, None, None]  # (N, C, 1, 1) against M_s (N, 1, H, W)
+    s = M_c4 + M_s if paper else M_c4 * M_s
+    M = _sigmoid(s)
+    y = F * (1 + M)
+
+    cache = {
+        "variant": variant, "n_dilated": n, "F": F, "M_c": M_c, "M_s": M_s, "M": M,
+        "layers": layers, "running": running, "param_names": _param_names(n, variant),
+    }
+    return y, cache
+
+
+def bam_backward(dy: np.ndarray, cache: dict[str, Any]) -> dict[str, np.ndarray]:
+    """BAM backward: dL/dy (N, C, H, W) -> {"x": dL/dx, and dL/dp for every parameter p}.
+
+    Parameters are the weights and biases (not the BN buffers), under their
+    ``BAM.state_dict()`` names, in state_dict order after ``"x"``.
+    """
+    F, M, M_c, M_s = cache["F"], cache["M"], cache["M_c"], cache["M_s"]
+    layers, n, paper = cache["layers"], cache["n_dilated"], cache["variant"] == "paper"
+    dy = np.asarray(dy)
+    if dy.shape != F.shape:
+        raise ValueError(f"bam_backward: dy has shape {dy.shape}, expected y's shape {F.shape}")
+    grads: dict[str, np.ndarray] = {}
+
+    # y = F * (1 + M):  dL/dF (direct path) = dy * (1 + M),  dL/dM = dy * F
+    dF = dy * (1 + M)
+    dM = dy * F
+    # M = sigmoid(s):  dL/ds = dL/dM * M * (1 - M)
+    ds = dM * M * (1 - M)
+    if paper:
+        # s = M_c + M_s broadcast:  dL/dM_c = sum_{h,w} dL/ds,  dL/dM_s = sum_c dL/ds
+        dM_c = ds.sum(axis=(2, 3))
+        dM_s = ds.sum(axis=1, keepdims=True)
+    else:
+        # s = M_c * M_s broadcast:  dL/dM_c = sum_{h,w} dL/ds * M_s,  dL/dM_s = sum_c dL/ds * M_c
+        dM_c = (ds * M_s).sum(axis=(2, 3))
+        dM_s = (ds * M_c[:, :, None, None]).sum(axis=1, keepdims=True)
+
+    # ---- spatial branch, last layer first -------------------------------------------
+    du_f = _bn_backward(dM_s, layers[BN_S_FINAL], grads) if paper else dM_s
+    # u_f = f_final(g_n):  dL/dg_n = W_final^T * dL/du_f (col2im), dL/dW_final = dL/du_f * g_n
+    dg = _conv_backward(du_f, layers[CONV_FINAL], grads)
+    for i in reversed(range(n)):
+        # g_i = ReLU(BN(u_i)):  dL/du_i = BN'(dL/dg_i * [BN(u_i) > 0])
+        du = _bn_relu_backward(dg, layers[bn_di(i)], grads)
+        # u_i = f_i(g_{i-1}), a dilated 3x3 convolution:  dL/dg_{i-1} via col2im
+        dg = _conv_backward(du, layers[conv_di(i)], grads)
+    du0 = _bn_relu_backward(dg, layers[BN_REDUCE], grads)
+    # u0 = f0(F), 1x1:  the spatial branch's share of dL/dF
+    dF += _conv_backward(du0, layers[CONV_REDUCE], grads)
+
+    # ---- channel branch, last layer first -------------------------------------------
+    dz1 = _bn_backward(dM_c, layers[BN_C_FINAL], grads) if paper else dM_c
+    # z1 = W1 h0 + b1:  dL/dh0 = dL/dz1 W1,  dL/dW1 = dL/dz1^T h0,  dL/db1 = sum_n dL/dz1
+    dh0 = _linear_backward(dz1, layers[FC_FINAL], grads)
+    dz0 = _bn_relu_backward(dh0, layers[BN_1], grads)
+    # z0 = W0 F_c + b0:  dL/dF_c = dL/dz0 W0
+    dF_c = _linear_backward(dz0, layers[FC_0], grads)
+    # F_c = mean_{h,w} F:  every pixel gets dL/dF_c / (H W)
+    H, W = F.shape[2:]
+    dF += dF_c[:, :, None, None] / (H * W)
+
+    return {"x": dF, **{name: grads[name] for name in cache["param_names"]}}
+
+
+# --------------------------------------------------------------------------------------
+# Building blocks: each forward returns (out, cache); each backward takes (d_out, cache,
+# grads), writes dL/dweight and dL/dbias into grads under the layer's names and returns
+# dL/d_in.
+# --------------------------------------------------------------------------------------
+
+
+def _linear_forward(x: np.ndarray, params: dict, name: str) -> tuple[np.ndarray, dict]:
+    """y = x W^T + b, x (N, in), W (out, in)."""
+    w, b = np.asarray(params[f"{name}.weight"]), np.asarray(params[f"{name}.bias"])
+    return x @ w.T + b, {"name": name, "x": x, "w": w}
+
+
+def _linear_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
+    """dx = dy W,  dW = dy^T x,  db = sum_n dy."""
+    grads[f"{c['name']}.weight"] = dy.T @ c["x"]
+    grads[f"{c['name']}.bias"] = dy.sum(axis=0)
+    return dy @ c["w"]
+
+
+def _im2col(x: np.ndarray, k: int, padding: int, dilation: int) -> np.ndarray:
+    """(N, C, H, W) -> cols (N, C*k*k, H_out*W_out), stride 1.
+
+    Column (c, i, j) holds the input pixel under kernel tap (i, j) of channel c for every
+    output position: the padded input shifted by (i*dilation, j*dilation).
+    """
+    N, C, H, W = x.shape
+    H_out, W_out = H + 2 * padding - dilation * (k - 1), W + 2 * padding - dilation * (k - 1)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    cols = np.empty((N, C, k, k, H_out, W_out), dtype=x.dtype)
+    for i in range(k):
+        for j in range(k):
+            top, left = i * dilation, j * dilation
+            cols[:, :, i, j] = xp[:, :, top : top + H_out, left : left + W_out]
+    return cols.reshape(N, C * k * k, H_out * W_out)
+
+
+def _col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: int) -> np.ndarray:
+    """The adjoint of :func:`_im2col`: add each tap's columns back where they were read."""
+    N, C, H, W = x_shape
+    H_out, W_out = H + 2 * padding - dilation * (k - 1), W + 2 * padding - dilation * (k - 1)
+    dcols = dcols.reshape(N, C, k, k, H_out, W_out)
+    dxp = np.zeros((N, C, H + 2 * padding, W + 2 * padding), dtype=dcols.dtype)
+    for i in range(k):
+        for j in range(k):
+            top, left = i * dilation, j * dilation
+            dxp[:, :, top : top + H_out, left : left + W_out] += dcols[:, :, i, j]
+    return dxp[:, :, padding : padding + H, padding : padding + W]
+
+
+def _conv_forward(
+    x: np.ndarray, params: dict, name: str, padding: int, dilation: int
+) -> tuple[np.ndarray, dict]:
+    """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b."""
+    w, b = np.asarray(params[f"{name}.weight"]), np.asarray(params[f"{name}.bias"])
+    O, k = w.shape[0], w.shape[2]
+    cols = _im2col(x, k, padding, dilation)
+    y = w.reshape(O, -1) @ cols + b[:, None]
+    H_out = x.shape[2] + 2 * padding - dilation * (k - 1)
+    cache = {"name": name, "cols": cols, "w": w, "x_shape": x.shape,
+             "padding": padding, "dilation": dilation}
+    return y.reshape(x.shape[0], O, H_out, -1), cache
+
+
+def _conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
+    """dW = sum_n dy[n] cols[n]^T,  db = sum_{n,h,w} dy,  dx = col2im(W^T dy[n])."""
+    w = c["w"]
+    dy2 = dy.reshape(dy.shape[0], dy.shape[1], -1)  # (N, O, H_out W_out)
+    grads[f"{c['name']}.weight"] = np.tensordot(dy2, c["cols"], axes=([0, 2], [0, 2])).reshape(w.shape)
+    grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
+    dcols = w.reshape(w.shape[0], -1).T @ dy2
+    return _col2im(dcols, c["x_shape"], w.shape[2], c["padding"], c["dilation"])
+
+
+def _bn_forward(
+    x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict
+) -> tuple[np.ndarray, dict]:
+    """Batch norm over axis 1 of (N, C) or (N, C, H, W): y = gamma x_hat + beta.
+
+    Training: x_hat = (x - mu) / sqrt(var + eps) with the batch mean and biased variance
+    over the m = N (H W) values of each channel; the new running buffers go into
+    ``running``. Eval: the running mean and variance take the place of mu and var.
+    """
+    axes = (0, *range(2, x.ndim))
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector against x
+    gamma, beta = (np.asarray(params[f"{name}.{p}"]).reshape(per_channel) for p in ("weight", "bias"))
+    running_mean = np.asarray(params[f"{name}.running_mean"])
+    running_var = np.asarray(params[f"{name}.running_var"])
+    tracked = np.asarray(params.get(f"{name}.num_batches_tracked", 0))
+    if training:
+        m = x.size // x.shape[1]
+        mu, var = x.mean(axis=axes), x.var(axis=axes)
+        running[f"{name}.running_mean"] = (1 - MOMENTUM) * running_mean + MOMENTUM * mu
+        running[f"{name}.running_var"] = (1 - MOMENTUM) * running_var + MOMENTUM * var * m / (m - 1)
+        running[f"{name}.num_batches_tracked"] = tracked + 1
+    else:
+        mu, var = running_mean, running_var
+        running[f"{name}.running_mean"] = running_mean.copy()
+        running[f"{name}.running_var"] = running_var.copy()
+        running[f"{name}.num_batches_tracked"] = tracked.copy()
+    inv_std = (1 / np.sqrt(var + eps)).reshape(per_channel)
+    x_hat = (x - mu.reshape(per_channel)) * inv_std
+    cache = {"name": name, "x_hat": x_hat, "inv_std": inv_std, "gamma": gamma,
+             "axes": axes, "training": training}
+    return gamma * x_hat + beta, cache
+
+
+def _bn_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
+    """dgamma = sum dy x_hat,  dbeta = sum dy (over every axis but the channel's).
+
+    With dx_hat = dy gamma, training (mu and var depend on x):
+        dx = inv_std (dx_hat - mean(dx_hat) - x_hat mean(dx_hat x_hat));
+    eval (mu and var are constants): dx = inv_std dx_hat.
+    """
+    x_hat, inv_std, axes = c["x_hat"], c["inv_std"], c["axes"]
+    grads[f"{c['name']}.weight"] = (dy * x_hat).sum(axis=axes)
+    grads[f"{c['name']}.bias"] = dy.sum(axis=axes)
+    dx_hat = dy * c["gamma"]
+    if not c["training"]:
+        return inv_std * dx_hat
+    mean_dx_hat = dx_hat.mean(axis=axes, keepdims=True)
+    mean_dx_hat_x_hat = (dx_hat * x_hat).mean(axis=axes, keepdims=True)
+    return inv_std * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat)
+
+
+def _bn_relu_forward(
+    x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict
+) -> tuple[np.ndarray, dict]:
+    """g = ReLU(BN(x)), the block that follows every inner linear and conv layer of BAM."""
+    b, cache = _bn_forward(x, params, name, training, eps, running)
+    cache["relu_open"] = b > 0
+    return np.maximum(b, 0), cache
+
+
+def _bn_relu_backward(dg: np.ndarray, c: dict, grads: dict) -> np.ndarray:
+    """ReLU passes the gradient where its input was positive (0 at 0, as PyTorch)."""
+    return _bn_backward(np.where(c["relu_open"], dg, 0), c, grads)
+
+
+def _sigmoid(s: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^{-s}) from e^{-|s|} only, so that no exponent overflows."""
+    z = np.exp(-np.abs(s))
+    return np.where(s >= 0, 1, z) / (1 + z)
+
+
+# --------------------------------------------------------------------------------------
+# The parameter layout, and checks that fail before NumPy does
+# --------------------------------------------------------------------------------------
+
+
+def _layer_shapes(C: int, Cr: int, n: int, variant: str) -> dict[str, dict[str, tuple]]:
+    """Every layer of BAM in state_dict order, with the shapes of its parameters."""
+    def linear(o: int, i: int) -> dict[str, tuple]:
+        return {"weight": (o, i), "bias": (o,)}
+
+    def conv(o: int, i: int, k: int) -> dict[str, tuple]:
+        return {"weight": (o, i, k, k), "bias": (o,)}
+
+    def bn(c: int) -> dict[str, tuple]:
+        return {"weight": (c,), "bias": (c,), "running_mean": (c,), "running_var": (c,)}
+
+    layers = {FC_0: linear(Cr, C), BN_1: bn(Cr), FC_FINAL: linear(C, Cr)}
+    if variant == "paper":
+        layers[BN_C_FINAL] = bn(C)
+    layers |= {CONV_REDUCE: conv(Cr, C, 1), BN_REDUCE: bn(Cr)}
+    for i in range(n):
+        layers |= {conv_di(i): conv(Cr, Cr, 3), bn_di(i): bn(Cr)}
+    layers[CONV_FINAL] = conv(1, Cr, 1)
+    if variant == "paper":
+        layers[BN_S_FINAL] = bn(1)
+    return layers
+
+
+def _param_names(n: int, variant: str) -> list[str]:
+    """The weight and bias names, in state_dict order (shapes do not matter here)."""
+    return [
+        f"{layer}.{p}"
+        for layer, shapes in _layer_shapes(1, 1, n, variant).items()
+        for p in ("weight", "bias")
+    ]
+
+
+def _check_inputs(
+    x: Any, params: dict, variant: str, training: bool, dilation_val: int
+) -> tuple[np.ndarray, int]:
+    """Validate everything up front; return x as a float array and n, the dilated-conv count."""
+    if variant not in ("paper", "official"):
+        raise ValueError(f"bam_forward: variant must be 'paper' or 'official', got {variant!r}")
+    if isinstance(dilation_val, bool) or not isinstance(dilation_val, (int, np.integer)) or dilation_val < 1:
+        raise ValueError(f"bam_forward: dilation_val must be a positive int, got {dilation_val!r}")
+    F = np.asarray(x)
+    if not np.issubdtype(F.dtype, np.floating):
+        F = F.astype(np.float64)
+    if F.ndim != 4:
+        raise ValueError(f"bam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
+    N, C = F.shape[:2]
+    if training and N < 2:
+        raise ValueError(
+            f"bam_forward: training needs a batch of at least 2 (batch statistics of the "
+            f"channel branch are undefined for N = 1), got x of shape {F.shape}"
+        )
+
+    n = 0
+    while f"{conv_di(n)}.weight" in params:
+        n += 1
+    w0_name = f"{FC_0}.weight"
+    if w0_name not in params or np.ndim(params[w0_name]) != 2:
+        shape = np.shape(params[w0_name]) if w0_name in params else "missing"
+        raise ValueError(f"bam_forward: params[{w0_name!r}] must be a 2-D (C/r, C) array, got {shape}")
+    Cr, C_params = np.shape(params[w0_name])
+    if C_params != C:
+        raise ValueError(
+            f"bam_forward: x has {C} channels but params are for gate_channel = {C_params} "
+            f"({w0_name} has shape {(Cr, C_params)})"
+        )
+
+    layers = _layer_shapes(C, Cr, n, variant)
+    expected = {f"{layer}.{p}": shape for layer, shapes in layers.items() for p, shape in shapes.items()}
+    optional = {f"{layer}.num_batches_tracked" for layer, shapes in layers.items() if "running_mean" in shapes}
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected) - optional)
+    if missing or unexpected:
+        raise ValueError(
+            f"bam_forward: params do not match BAM(variant={variant!r}, dilation_conv_num={n}): "
+            f"missing keys {missing}, unexpected keys {unexpected}"
+        )
+    wrong = [
+        f"{name}: got {np.shape(params[name])}, expected {shape}"
+        for name, shape in expected.items()
+        if np.shape(params[name]) != shape
+    ]
+    if wrong:
+        raise ValueError(
+            f"bam_forward: parameter shapes do not fit gate_channel = {C}, C/r = {Cr}: " + "; ".join(wrong)
+        )
+    return F, n

@@ -1,0 +1,192 @@
+"""The Bottleneck Attention Module (Park, Woo, Lee, Kweon, BMVC 2018).
+
+    M_c(F) = BN(W_1 (ReLU(BN(W_0 GAP(F) + b_0))) + b_1)                 channel branch, (N, C)
+    M_s(F) = BN(f_final(ReLU(BN(f_di(... ReLU(BN(f_reduce(F))) ...)))))  spatial branch, (N, H, W)
+    Y = F * (1 + sigmoid(M_c (+) M_s))
+
+``variant="paper"`` is the paper: each branch ends in a BatchNorm and the branches
+are summed. ``variant="official"`` is the authors' released code: no closing BatchNorm,
+and the branches are multiplied. Child names follow the released code, so its
+``state_dict()`` keys (and checkpoints) are minibam's. See docs/bam.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minibam import _config
+from minibam import functional as F
+from minibam.nn.layers import BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU
+from minibam.nn.module import Module, Sequential
+from minibam.ops._checks import require_tensor
+from minibam.ops.attention import bam_combine
+from minibam.tensor import Tensor
+
+VARIANTS = ("paper", "official")
+
+
+def _check_variant(variant: Any) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return variant
+
+
+def _reduced(gate_channel: Any, reduction_ratio: Any) -> int:
+    for name, value in (("gate_channel", gate_channel), ("reduction_ratio", reduction_ratio)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"BAM: {name} must be a positive int, got {value!r}")
+    if gate_channel % reduction_ratio:
+        raise ValueError(
+            f"BAM: gate_channel={gate_channel} is not divisible by reduction_ratio={reduction_ratio}"
+        )
+    return int(gate_channel // reduction_ratio)
+
+
+def _check_input(x: Any, channels: int, who: str) -> Tensor:
+    require_tensor(x, "input", who)
+    if x.ndim != 4:
+        raise ValueError(f"{who}: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    if x.shape[1] != channels:
+        raise ValueError(
+            f"{who}: input has {x.shape[1]} channels (shape {x.shape}) but the module "
+            f"was built for gate_channel={channels}"
+        )
+    return x
+
+
+class ChannelGate(Module):
+    """Channel attention M_c: global average pool, then the MLP C -> C/r -> C.
+
+    ``gate_c``: flatten, gate_c_fc_0, gate_c_bn_1, gate_c_relu_1, gate_c_fc_final
+    (and gate_c_bn_final in the paper variant). ``forward`` returns the map expanded
+    to x's shape, as the released code does; ``channel_map`` the compact (N, C, 1, 1).
+    """
+
+    def __init__(self, gate_channel: int, reduction_ratio: int = 16, num_layers: int = 1,
+                 variant: str = "paper") -> None:
+        super().__init__()
+        hidden = _reduced(gate_channel, reduction_ratio)
+        self.gate_channel = int(gate_channel)
+        self.variant = _check_variant(variant)
+        widths = [self.gate_channel] + [hidden] * num_layers + [self.gate_channel]
+        self.gate_c = Sequential()
+        self.gate_c.add_module("flatten", Flatten())
+        for i in range(len(widths) - 2):
+            self.gate_c.add_module(f"gate_c_fc_{i}", Linear(widths[i], widths[i + 1]))
+            self.gate_c.add_module(f"gate_c_bn_{i + 1}", BatchNorm1d(widths[i + 1]))
+            self.gate_c.add_module(f"gate_c_relu_{i + 1}", ReLU())
+        self.gate_c.add_module("gate_c_fc_final", Linear(widths[-2], widths[-1]))
+        if self.variant == "paper":
+            self.gate_c.add_module("gate_c_bn_final", BatchNorm1d(widths[-1]))
+
+    def channel_map(self, x: Tensor) -> Tensor:
+        """M_c as (N, C, 1, 1)."""
+        _check_input(x, self.gate_channel, "ChannelGate")
+        mc = self.gate_c(F.global_avg_pool2d(x))
+        return mc.reshape(x.shape[0], x.shape[1], 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.channel_map(x).expand(*x.shape)
+
+
+class SpatialGate(Module):
+    """Spatial attention M_s: 1x1 reduce, dilated 3x3 convs, 1x1 to one map.
+
+    ``gate_s``: gate_s_conv_reduce0, gate_s_bn_reduce0, gate_s_relu_reduce0, then per
+    i: gate_s_conv_di_i, gate_s_bn_di_i, gate_s_relu_di_i; then gate_s_conv_final
+    (and gate_s_bn_final in the paper variant). ``forward`` returns the map expanded
+    to x's shape; ``spatial_map`` the compact (N, 1, H, W).
+    """
+
+    def __init__(self, gate_channel: int, reduction_ratio: int = 16, dilation_conv_num: int = 2,
+                 dilation_val: int = 4, variant: str = "paper") -> None:
+        super().__init__()
+        hidden = _reduced(gate_channel, reduction_ratio)
+        if isinstance(dilation_conv_num, bool) or not isinstance(dilation_conv_num, (int, np.integer)) \
+                or dilation_conv_num < 0:
+            raise ValueError(f"BAM: dilation_conv_num must be an int >= 0, got {dilation_conv_num!r}")
+        if isinstance(dilation_val, bool) or not isinstance(dilation_val, (int, np.integer)) \
+                or dilation_val < 1:
+            raise ValueError(f"BAM: dilation_val must be an int >= 1, got {dilation_val!r}")
+        self.gate_channel = int(gate_channel)
+        self.variant = _check_variant(variant)
+        g = Sequential()
+        g.add_module("gate_s_conv_reduce0", Conv2d(gate_channel, hidden, kernel_size=1))
+        g.add_module("gate_s_bn_reduce0", BatchNorm2d(hidden))
+        g.add_module("gate_s_relu_reduce0", ReLU())
+        for i in range(dilation_conv_num):
+            g.add_module(f"gate_s_conv_di_{i}",
+                         Conv2d(hidden, hidden, kernel_size=3, padding=dilation_val, dilation=dilation_val))
+            g.add_module(f"gate_s_bn_di_{i}", BatchNorm2d(hidden))
+            g.add_module(f"gate_s_relu_di_{i}", ReLU())
+        g.add_module("gate_s_conv_final", Conv2d(hidden, 1, kernel_size=1))
+        if self.variant == "paper":
+            g.add_module("gate_s_bn_final", BatchNorm2d(1))
+        self.gate_s = g
+
+    def spatial_map(self, x: Tensor) -> Tensor:
+        """M_s as (N, 1, H, W)."""
+        _check_input(x, self.gate_channel, "SpatialGate")
+        return self.gate_s(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.spatial_map(x).expand(*x.shape)
+
+
+class BAM(Module):
+    """Y = X * (1 + sigmoid(M_c(X) (+ or *) M_s(X))); see the module docstring."""
+
+    def __init__(self, gate_channel: int, reduction_ratio: int = 16, dilation_conv_num: int = 2,
+                 dilation_val: int = 4, variant: str = "paper") -> None:
+        super().__init__()
+        _reduced(gate_channel, reduction_ratio)
+        self.gate_channel = int(gate_channel)
+        self.reduction_ratio = int(reduction_ratio)
+        self.dilation_conv_num = int(dilation_conv_num)
+        self.dilation_val = int(dilation_val)
+        self.variant = _check_variant(variant)
+        self.channel_att = ChannelGate(gate_channel, reduction_ratio, variant=variant)
+        self.spatial_att = SpatialGate(gate_channel, reduction_ratio, dilation_conv_num,
+                                       dilation_val, variant=variant)
+
+    def _check(self, x: Any) -> Tensor:
+        _check_input(x, self.gate_channel, "BAM")
+        if self.training and x.shape[0] == 1:
+            raise ValueError(
+                f"BAM: a batch of one (input shape {x.shape}) in training mode has no batch "
+                f"statistics; use a batch of at least 2 or call .eval()"
+            )
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        mc = self.channel_att.channel_map(x)
+        ms = self.spatial_att.spatial_map(x)
+        return bam_combine(x, mc, ms, "sum" if self.variant == "paper" else "product")
+
+    def attention_maps(self, x: Tensor) -> dict[str, np.ndarray]:
+        """The maps for plotting, as arrays: "channel" (N, C), "spatial" (N, H, W) and
+        "attention" (N, C, H, W) = sigmoid(M_c (+|*) M_s). Records no graph and leaves
+        the running statistics as they were, even in training mode."""
+        self._check(x)
+        saved = [(b, b.data.copy()) if isinstance(b, Tensor) else None for b in self.buffers()]
+        counters = [(m, np.array(m.num_batches_tracked)) for m in self.modules()
+                    if "num_batches_tracked" in m._buffers and m.num_batches_tracked is not None]
+        try:
+            with _config.no_grad():
+                mc = self.channel_att.channel_map(x).data
+                ms = self.spatial_att.spatial_map(x).data
+        finally:
+            for entry in saved:
+                if entry is not None:
+                    entry[0].data = entry[1]
+            for module, count in counters:
+                module.num_batches_tracked = count
+        combined = mc + ms if self.variant == "paper" else mc * ms
+        attention = F.sigmoid(Tensor._wrap(combined)).data
+        return {"channel": mc[:, :, 0, 0].copy(), "spatial": ms[:, 0].copy(), "attention": attention}
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant!r}"

@@ -1,0 +1,194 @@
+"""The layers BAM is made of: Linear, Conv2d, BatchNorm1d/2d, ReLU, Sigmoid, Flatten.
+
+Each is a thin owner of parameters around one function of :mod:`minibam.functional`;
+the maths and the backward passes live there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minibam import functional as F
+from minibam.nn import init
+from minibam.nn.module import Module, Parameter
+from minibam.ops._checks import pair, require_tensor
+from minibam.tensor import Tensor
+
+
+def _positive_int(value: Any, name: str, layer: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class Linear(Module):
+    """y = x W^T + b, W (out_features, in_features); PyTorch's default initialisation."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Linear")
+        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features)))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_features))
+        else:
+            self.register_parameter("bias", None)
+        init.default_init_(self.weight, self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Conv2d(Module):
+    """2-D convolution (cross-correlation, as PyTorch) via im2col; default PyTorch init."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_channels = _positive_int(in_channels, "in_channels", "Conv2d")
+        self.out_channels = _positive_int(out_channels, "out_channels", "Conv2d")
+        self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d", 1)
+        self.stride = pair(stride, "stride", "Conv2d", 1)
+        self.padding = pair(padding, "padding", "Conv2d", 0)
+        self.dilation = pair(dilation, "dilation", "Conv2d", 1)
+        self.weight = Parameter(np.empty((self.out_channels, self.in_channels, *self.kernel_size)))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_channels))
+        else:
+            self.register_parameter("bias", None)
+        init.default_init_(self.weight, self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.bias is None:
+            text += ", bias=False"
+        return text
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d and BatchNorm2d; they differ only in the input rank."""
+
+    _input_ndim = 0
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = _positive_int(num_features, "num_features", name)
+        if not eps > 0:
+            raise ValueError(f"{name}: eps must be positive, got {eps!r}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.affine = bool(affine)
+        self.track_running_stats = bool(track_running_stats)
+        if self.affine:
+            self.weight = Parameter(np.ones(self.num_features))
+            self.bias = Parameter(np.zeros(self.num_features))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if self.track_running_stats:
+            self.register_buffer("running_mean", Tensor(np.zeros(self.num_features)))
+            self.register_buffer("running_var", Tensor(np.ones(self.num_features)))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        name = type(self).__name__
+        require_tensor(x, "input", name)
+        if x.ndim != self._input_ndim:
+            raise ValueError(f"{name}: expected a {self._input_ndim}-D input, got shape {x.shape}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"{name}: input has {x.shape[1]} channels (shape {x.shape}), "
+                f"the layer has num_features={self.num_features}"
+            )
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.momentum is None:
+            momentum = 1.0 / (int(self.num_batches_tracked) + 1)  # cumulative average, as PyTorch
+        y = F.batch_norm(
+            x,
+            self.running_mean,  # None when not tracking: then batch statistics always
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=self.training or self.running_mean is None,
+            momentum=momentum,
+            eps=self.eps,
+        )
+        if self.training and self.track_running_stats:
+            # After the op succeeded, so a refused batch leaves the counter alone.
+            self.num_batches_tracked = self.num_batches_tracked + 1
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm over (N, C): statistics per feature across the batch."""
+
+    _input_ndim = 2
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm over (N, C, H, W): statistics per channel across N, H and W."""
+
+    _input_ndim = 4
+
+
+class ReLU(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.sigmoid(x)
+
+
+class Flatten(Module):
+    """Merge dimensions start_dim..end_dim (default: all but the batch axis)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim = start_dim
+        self.end_dim = end_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        require_tensor(x, "input", "Flatten")
+        return F.flatten(x, self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

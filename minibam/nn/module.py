@@ -1,0 +1,323 @@
+"""``Module``, ``Parameter`` and ``Sequential``: PyTorch's module system, in small.
+
+A module owns parameters (tensors that train), buffers (state that does not train,
+such as batch norm's running statistics) and child modules, each under a name.
+Their dotted paths (``spatial_att.gate_s.gate_s_bn_di_0.running_var``) are the keys of
+``state_dict()``, exactly as PyTorch spells them, so checkpoints move between the two.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from minibam.tensor import Tensor, as_float_array
+
+
+class Parameter(Tensor):
+    """A Tensor a module trains: ``requires_grad=True`` unless asked otherwise."""
+
+    def __init__(self, data: Any, requires_grad: bool = True) -> None:
+        super().__init__(data, requires_grad=requires_grad)
+
+    def __repr__(self) -> str:
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class IncompatibleKeys(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class StateDictError(RuntimeError, KeyError, ValueError):
+    """A refused ``load_state_dict``. A RuntimeError as in PyTorch; also a KeyError and a
+    ValueError, so that any of the three natural ``except`` clauses catches it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+Buffer = Tensor | np.ndarray  # float statistics are Tensors; counters are int64 arrays
+
+
+class Module:
+    """Base class of every layer; subclasses set attributes and define ``forward``."""
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # ------------------------------------------------------------ registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(
+                f"cannot assign {name!r} before Module.__init__() is called"
+            )
+        if name in self._buffers and not isinstance(value, (Parameter, Module)):
+            self._buffers[name] = value  # e.g. a new running_mean replaces the old
+            return
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+            return
+        self.__dict__.pop(name, None)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: look in the registries.
+        for registry in ("_parameters", "_buffers", "_modules"):
+            table = self.__dict__.get(registry)
+            if table is not None and name in table:
+                return table[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        for registry in (self._parameters, self._buffers, self._modules):
+            if name in registry:
+                del registry[name]
+                return
+        object.__delattr__(self, name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        self._check_name(name)
+        if param is None:
+            self._parameters[name] = None
+        else:
+            setattr(self, name, param)
+
+    def register_buffer(self, name: str, value: Buffer | None) -> None:
+        self._check_name(name)
+        self._buffers[name] = value
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        self._check_name(name)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module: {name!r} must be a Module, got {type(module).__name__}")
+        self._modules[name] = module
+
+    def _check_name(self, name: str) -> None:
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"module, parameter and buffer names must be non-empty without '.', got {name!r}")
+
+    # ----------------------------------------------------------------- walking
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module and every descendant, depth first, each once."""
+        seen: set[int] = set()
+        stack: list[tuple[str, Module]] = [(prefix, self)]
+        while stack:
+            path, module = stack.pop()
+            if id(module) in seen:
+                continue
+            seen.add(id(module))
+            yield path, module
+            children = [(f"{path}.{n}" if path else n, m) for n, m in module._modules.items() if m is not None]
+            stack.extend(reversed(children))
+
+    def modules(self) -> Iterator[Module]:
+        for _, module in self.named_modules():
+            yield module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for name, module in self._modules.items():
+            if module is not None:
+                yield name, module
+
+    def children(self) -> Iterator[Module]:
+        for _, module in self.named_children():
+            yield module
+
+    def _named_members(self, registry: str, prefix: str, recurse: bool) -> Iterator[tuple[str, Any]]:
+        seen: set[int] = set()
+        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        for path, module in modules:
+            for name, value in getattr(module, registry).items():
+                if value is None or id(value) in seen:
+                    continue
+                seen.add(id(value))
+                yield (f"{path}.{name}" if path else name), value
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        return self._named_members("_parameters", prefix, recurse)
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, param in self.named_parameters(recurse=recurse):
+            yield param
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Buffer]]:
+        return self._named_members("_buffers", prefix, recurse)
+
+    def buffers(self, recurse: bool = True) -> Iterator[Buffer]:
+        for _, buffer in self.named_buffers(recurse=recurse):
+            yield buffer
+
+    # ------------------------------------------------------------------- modes
+    def train(self, mode: bool = True) -> Module:
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget accumulated gradients (``None``, as PyTorch 2 does, or zeros)."""
+        for param in self.parameters():
+            if set_to_none or param.grad is None:
+                param.grad = None
+            else:
+                param.grad = np.zeros_like(param.data)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        for param in self.parameters():
+            param.requires_grad = bool(requires_grad)
+        return self
+
+    # ------------------------------------------------------------------ dtypes
+    def to(self, dtype: Any) -> Module:
+        """Convert every parameter and float buffer to ``dtype`` in place."""
+        dtype = np.dtype(dtype)
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"to: modules hold float32 or float64, not {dtype}")
+        for tensor in list(self.parameters()) + list(self.buffers()):
+            if isinstance(tensor, Tensor):
+                tensor.data = tensor.data.astype(dtype)
+                if tensor.grad is not None:
+                    tensor.grad = tensor.grad.astype(dtype)
+        return self
+
+    def float(self) -> Module:
+        return self.to(np.float32)
+
+    def double(self) -> Module:
+        return self.to(np.float64)
+
+    # -------------------------------------------------------------- state dict
+    def _state_entries(self) -> Iterator[tuple[str, Module, str, str]]:
+        """(dotted key, owning module, registry, local name), in PyTorch's order:
+        per module, its parameters then its buffers, then its children."""
+        for path, module in self.named_modules():
+            for registry in ("_parameters", "_buffers"):
+                for name, value in getattr(module, registry).items():
+                    if value is not None:
+                        yield (f"{path}.{name}" if path else name), module, registry, name
+
+    def state_dict(self) -> OrderedDict[str, np.ndarray]:
+        """Copies of every parameter and buffer, keyed by PyTorch's dotted names."""
+        state: OrderedDict[str, np.ndarray] = OrderedDict()
+        for key, module, registry, name in self._state_entries():
+            value = getattr(module, registry)[name]
+            state[key] = np.array(value.data if isinstance(value, Tensor) else value, copy=True)
+        return state
+
+    def load_state_dict(self, state: Any, strict: bool = True) -> IncompatibleKeys:
+        """Load arrays (anything ``np.asarray`` takes) into parameters and buffers.
+
+        Each value is cast to the dtype of what it fills. Shape mismatches are always
+        refused; with ``strict``, missing and unexpected keys are too. Everything is
+        checked before anything is written, so a refused load changes nothing.
+        """
+        if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
+            raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state).__name__}")
+        entries = {key: (module, registry, name) for key, module, registry, name in self._state_entries()}
+        missing = [k for k in entries if k not in state]
+        unexpected = [k for k in state.keys() if k not in entries]
+        problems: list[str] = []
+        staged: list[tuple[Module, str, str, np.ndarray]] = []
+        for key, (module, registry, name) in entries.items():
+            if key not in state:
+                continue
+            current = getattr(module, registry)[name]
+            target = current.data if isinstance(current, Tensor) else np.asarray(current)
+            try:
+                incoming = as_float_array(state[key]) if isinstance(current, Tensor) else np.array(state[key])
+            except (TypeError, ValueError) as error:
+                problems.append(f"{key}: cannot be read as an array ({error})")
+                continue
+            if incoming.shape != target.shape:
+                problems.append(
+                    f"{key}: shape {incoming.shape} in the checkpoint, {target.shape} in the model"
+                )
+                continue
+            if not isinstance(current, Tensor) and incoming.dtype.kind not in "biuf":
+                problems.append(f"{key}: dtype {incoming.dtype} cannot fill an integer buffer")
+                continue
+            staged.append((module, registry, name, incoming.astype(target.dtype, copy=True)))
+        if strict:
+            problems += [f"{k}: missing from the checkpoint" for k in missing]
+            problems += [f"{k}: unexpected key (no such parameter or buffer)" for k in unexpected]
+        if problems:
+            raise StateDictError(
+                f"Error(s) in loading state_dict for {type(self).__name__} "
+                f"({len(problems)} key(s); nothing was loaded):\n  " + "\n  ".join(problems)
+            )
+        for module, registry, name, array in staged:
+            current = getattr(module, registry)[name]
+            if isinstance(current, Tensor):
+                current.data = array
+            else:
+                getattr(module, registry)[name] = array
+        return IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------------ calling
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # --------------------------------------------------------------------- repr
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = []
+        extra = self.extra_repr()
+        if extra:
+            lines.extend(extra.split("\n"))
+        for name, module in self.named_children():
+            child = repr(module).replace("\n", "\n  ")
+            lines.append(f"({name}): {child}")
+        if not lines:
+            return f"{type(self).__name__}()"
+        if len(lines) == 1 and not self._modules:
+            return f"{type(self).__name__}({lines[0]})"
+        return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Children called in order; ``Sequential(a, b)`` names them "0", "1", and
+    ``add_module(name, m)`` keeps the name given (as the BAM gates do)."""
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, module in modules[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(modules):
+                self.add_module(str(index), module)
+
+    def forward(self, x: Any) -> Any:
+        for module in self.children():
+            x = module(x)
+        return x
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int | str) -> Module:
+        if isinstance(index, str):
+            return self._modules[index]
+        return list(self._modules.values())[index]

@@ -1,0 +1,58 @@
+"""Cross-entropy over class scores, for training the small BAM network.
+
+Derivation: docs/derivations/loss.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minibam.function import Context, Function
+from minibam.ops._checks import require_tensor
+from minibam.tensor import Tensor
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - z.max(axis=1, keepdims=True)  # exp never overflows
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class CrossEntropy(Function):
+    r"""$L = -\frac1N \sum_n \log \mathrm{softmax}(z_n)_{t_n}$ (mean over the batch);
+
+    $\bar z = \bar L\, (\mathrm{softmax}(z) - \mathrm{onehot}(t)) / N$.
+    """
+
+    @staticmethod
+    def forward(ctx: Context, logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        log_p = _log_softmax(logits)
+        n = logits.shape[0]
+        ctx.save_for_backward(log_p, targets)
+        return np.asarray(-log_p[np.arange(n), targets].mean(), dtype=logits.dtype)
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray) -> tuple:
+        log_p, targets = ctx.saved
+        n = log_p.shape[0]
+        dz = np.exp(log_p)
+        dz[np.arange(n), targets] -= 1.0
+        dz *= grad / n
+        return (dz,)
+
+
+def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
+    """Mean cross-entropy of ``logits`` (N, K) against integer class ``targets`` (N,)."""
+    require_tensor(logits, "logits", "cross_entropy")
+    if isinstance(targets, Tensor):
+        targets = targets.data
+    targets = np.asarray(targets)
+    if logits.ndim != 2:
+        raise ValueError(f"cross_entropy: logits must be (N, K), got shape {logits.shape}")
+    if targets.shape != (logits.shape[0],):
+        raise ValueError(
+            f"cross_entropy: targets must have shape ({logits.shape[0]},), got {targets.shape}"
+        )
+    if targets.size and (not np.all(np.equal(np.mod(targets, 1), 0))
+                         or targets.min() < 0 or targets.max() >= logits.shape[1]):
+        raise ValueError(f"cross_entropy: targets must be class indices in [0, {logits.shape[1]})")
+    return CrossEntropy.apply(logits, targets=targets.astype(np.int64))
