@@ -111,7 +111,8 @@ def main() -> None:
             tg = torch.from_numpy(g)
 
             # Sanity: the two agree, so we time the same computation.
-            for ours, theirs in zip(minibam_step(x, w, b, g, kw), torch_step(torch, tx, tw, tb, tg, kw)):
+            pairs = zip(minibam_step(x, w, b, g, kw), torch_step(torch, tx, tw, tb, tg, kw), strict=True)
+            for ours, theirs in pairs:
                 scale = float(np.abs(theirs.numpy()).max()) or 1.0
                 assert np.abs(ours - theirs.numpy()).max() <= 1e-3 * scale, name
 

@@ -4,15 +4,16 @@
     from minibam import nn, functional as F
 """
 
-from minibam import functional, nn
+from minibam import functional, io, nn, optim, viz
 from minibam._config import is_grad_enabled, no_grad
 from minibam.gradcheck import GradcheckError, gradcheck
+from minibam.io import load, save
 from minibam.random import manual_seed
 from minibam.tensor import Tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GradcheckError", "Tensor", "functional", "nn", "gradcheck", "is_grad_enabled",
-    "manual_seed", "no_grad",
+    "GradcheckError", "Tensor", "functional", "gradcheck", "io", "is_grad_enabled", "load",
+    "manual_seed", "nn", "no_grad", "optim", "save", "viz",
 ]

@@ -236,20 +236,21 @@ def _conv_forward(
 ) -> tuple[np.ndarray, dict]:
     """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b."""
     w, b = np.asarray(params[f"{name}.weight"]), np.asarray(params[f"{name}.bias"])
-    O, k = w.shape[0], w.shape[2]
+    out_channels, k = w.shape[0], w.shape[2]
     cols = _im2col(x, k, padding, dilation)
-    y = w.reshape(O, -1) @ cols + b[:, None]
+    y = w.reshape(out_channels, -1) @ cols + b[:, None]
     H_out = x.shape[2] + 2 * padding - dilation * (k - 1)
     cache = {"name": name, "cols": cols, "w": w, "x_shape": x.shape,
              "padding": padding, "dilation": dilation}
-    return y.reshape(x.shape[0], O, H_out, -1), cache
+    return y.reshape(x.shape[0], out_channels, H_out, -1), cache
 
 
 def _conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """dW = sum_n dy[n] cols[n]^T,  db = sum_{n,h,w} dy,  dx = col2im(W^T dy[n])."""
     w = c["w"]
     dy2 = dy.reshape(dy.shape[0], dy.shape[1], -1)  # (N, O, H_out W_out)
-    grads[f"{c['name']}.weight"] = np.tensordot(dy2, c["cols"], axes=([0, 2], [0, 2])).reshape(w.shape)
+    dw = np.tensordot(dy2, c["cols"], axes=([0, 2], [0, 2]))  # sum over n and positions
+    grads[f"{c['name']}.weight"] = dw.reshape(w.shape)
     grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
     dcols = w.reshape(w.shape[0], -1).T @ dy2
     return _col2im(dcols, c["x_shape"], w.shape[2], c["padding"], c["dilation"])
@@ -266,7 +267,8 @@ def _bn_forward(
     """
     axes = (0, *range(2, x.ndim))
     per_channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector against x
-    gamma, beta = (np.asarray(params[f"{name}.{p}"]).reshape(per_channel) for p in ("weight", "bias"))
+    gamma = np.asarray(params[f"{name}.weight"]).reshape(per_channel)
+    beta = np.asarray(params[f"{name}.bias"]).reshape(per_channel)
     running_mean = np.asarray(params[f"{name}.running_mean"])
     running_var = np.asarray(params[f"{name}.running_var"])
     tracked = np.asarray(params.get(f"{name}.num_batches_tracked", 0))
@@ -357,9 +359,7 @@ def _layer_shapes(C: int, Cr: int, n: int, variant: str) -> dict[str, dict[str, 
 def _param_names(n: int, variant: str) -> list[str]:
     """The weight and bias names, in state_dict order (shapes do not matter here)."""
     return [
-        f"{layer}.{p}"
-        for layer, shapes in _layer_shapes(1, 1, n, variant).items()
-        for p in ("weight", "bias")
+        f"{layer}.{p}" for layer in _layer_shapes(1, 1, n, variant) for p in ("weight", "bias")
     ]
 
 
@@ -369,7 +369,8 @@ def _check_inputs(
     """Validate everything up front; return x as a float array and n, the dilated-conv count."""
     if variant not in ("paper", "official"):
         raise ValueError(f"bam_forward: variant must be 'paper' or 'official', got {variant!r}")
-    if isinstance(dilation_val, bool) or not isinstance(dilation_val, (int, np.integer)) or dilation_val < 1:
+    is_int = isinstance(dilation_val, (int, np.integer)) and not isinstance(dilation_val, bool)
+    if not is_int or dilation_val < 1:
         raise ValueError(f"bam_forward: dilation_val must be a positive int, got {dilation_val!r}")
     F = np.asarray(x)
     if not np.issubdtype(F.dtype, np.floating):
@@ -389,7 +390,7 @@ def _check_inputs(
     w0_name = f"{FC_0}.weight"
     if w0_name not in params or np.ndim(params[w0_name]) != 2:
         shape = np.shape(params[w0_name]) if w0_name in params else "missing"
-        raise ValueError(f"bam_forward: params[{w0_name!r}] must be a 2-D (C/r, C) array, got {shape}")
+        raise ValueError(f"bam_forward: params[{w0_name!r}] must be a (C/r, C) array, got {shape}")
     Cr, C_params = np.shape(params[w0_name])
     if C_params != C:
         raise ValueError(
@@ -398,8 +399,8 @@ def _check_inputs(
         )
 
     layers = _layer_shapes(C, Cr, n, variant)
-    expected = {f"{layer}.{p}": shape for layer, shapes in layers.items() for p, shape in shapes.items()}
-    optional = {f"{layer}.num_batches_tracked" for layer, shapes in layers.items() if "running_mean" in shapes}
+    expected = {f"{layer}.{p}": shape for layer, ps in layers.items() for p, shape in ps.items()}
+    optional = {f"{name}.num_batches_tracked" for name, ps in layers.items() if "running_var" in ps}
     missing = sorted(set(expected) - set(params))
     unexpected = sorted(set(params) - set(expected) - optional)
     if missing or unexpected:
@@ -414,6 +415,7 @@ def _check_inputs(
     ]
     if wrong:
         raise ValueError(
-            f"bam_forward: parameter shapes do not fit gate_channel = {C}, C/r = {Cr}: " + "; ".join(wrong)
+            f"bam_forward: parameter shapes do not fit gate_channel = {C}, C/r = {Cr}: "
+            + "; ".join(wrong)
         )
     return F, n

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from minibam import _config
 from minibam.function import Node
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -300,7 +299,15 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
         if node is None:
             continue
         input_grads = node.function.backward(node.ctx, g)
-        for parent, parent_grad in zip(node.inputs, input_grads):
+        # zip would silently drop gradients if a backward returned too few of them.
+        count = len(input_grads) if isinstance(input_grads, (tuple, list)) else None
+        if count != len(node.inputs):
+            raise RuntimeError(
+                f"{node.name}.backward returned {type(input_grads).__name__}"
+                f"{'' if count is None else f' of length {count}'}; it must return a tuple "
+                f"with one gradient (or None) per input, {len(node.inputs)} in all"
+            )
+        for parent, parent_grad in zip(node.inputs, input_grads, strict=True):
             if parent is None or parent_grad is None or not parent.requires_grad:
                 continue
             if parent_grad.shape != parent.shape:

@@ -6,6 +6,7 @@ the maths and the backward passes live there.
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -88,7 +89,8 @@ class Conv2d(Module):
 class _BatchNorm(Module):
     """Shared by BatchNorm1d and BatchNorm2d; they differ only in the input rank."""
 
-    _input_ndim = 0
+    _input_ndims: tuple[int, ...] = ()
+    _layout = ""
 
     def __init__(
         self,
@@ -101,7 +103,10 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         self.num_features = _positive_int(num_features, "num_features", name)
-        if not eps > 0:
+        for arg, value in (("eps", eps), ("momentum", momentum)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise TypeError(f"{name}: {arg} must be a real number, got {value!r}")
+        if eps is None or not eps > 0:
             raise ValueError(f"{name}: eps must be positive, got {eps!r}")
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
@@ -127,8 +132,8 @@ class _BatchNorm(Module):
     def forward(self, x: Tensor) -> Tensor:
         name = type(self).__name__
         require_tensor(x, "input", name)
-        if x.ndim != self._input_ndim:
-            raise ValueError(f"{name}: expected a {self._input_ndim}-D input, got shape {x.shape}")
+        if x.ndim not in self._input_ndims:
+            raise ValueError(f"{name}: expected a {self._layout} input, got shape {x.shape}")
         if x.shape[1] != self.num_features:
             raise ValueError(
                 f"{name}: input has {x.shape[1]} channels (shape {x.shape}), "
@@ -148,24 +153,30 @@ class _BatchNorm(Module):
             eps=self.eps,
         )
         if self.training and self.track_running_stats:
-            # After the op succeeded, so a refused batch leaves the counter alone.
-            self.num_batches_tracked = self.num_batches_tracked + 1
+            # After the op succeeded, so a refused batch leaves the counter alone; in
+            # place, so that it stays a 0-d int64 array like the one state_dict() copies.
+            np.add(self.num_batches_tracked, 1, out=self.num_batches_tracked)
         return y
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
 
 
 class BatchNorm1d(_BatchNorm):
-    """Batch norm over (N, C): statistics per feature across the batch."""
+    """Batch norm over (N, C) or (N, C, L): statistics per feature across N (and L)."""
 
-    _input_ndim = 2
+    _input_ndims = (2, 3)
+    _layout = "2-D (N, C) or 3-D (N, C, L)"
 
 
 class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W): statistics per channel across N, H and W."""
 
-    _input_ndim = 4
+    _input_ndims = (4,)
+    _layout = "4-D (N, C, H, W)"
 
 
 class ReLU(Module):

@@ -43,6 +43,12 @@ class StateDictError(RuntimeError, KeyError, ValueError):
 Buffer = Tensor | np.ndarray  # float statistics are Tensors; counters are int64 arrays
 
 
+def _cast_tensor(tensor: Tensor, dtype: np.dtype) -> None:
+    tensor.data = tensor.data.astype(dtype, copy=False)
+    if tensor.grad is not None:
+        tensor.grad = tensor.grad.astype(dtype, copy=False)
+
+
 class Module:
     """Base class of every layer; subclasses set attributes and define ``forward``."""
 
@@ -58,18 +64,40 @@ class Module:
             raise AttributeError(
                 f"cannot assign {name!r} before Module.__init__() is called"
             )
+        # As in PyTorch, a registered name keeps its kind: silently turning a parameter
+        # into a plain attribute would drop it from parameters() and state_dict().
+        if name in self._parameters and not isinstance(value, Parameter):
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as parameter {name!r} "
+                    f"(a Parameter or None expected)"
+                )
+            self._parameters[name] = None
+            return
+        if name in self._modules and not isinstance(value, Module):
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as child module {name!r} "
+                    f"(a Module or None expected)"
+                )
+            self._modules[name] = None
+            return
         if name in self._buffers and not isinstance(value, (Parameter, Module)):
             self._buffers[name] = value  # e.g. a new running_mean replaces the old
             return
-        for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
         if isinstance(value, Parameter):
-            self._parameters[name] = value
+            target = self._parameters
         elif isinstance(value, Module):
-            self._modules[name] = value
+            target = self._modules
         else:
+            for registry in (self._parameters, self._buffers, self._modules):
+                registry.pop(name, None)
             object.__setattr__(self, name, value)
             return
+        for registry in (self._parameters, self._buffers, self._modules):
+            if registry is not target:
+                registry.pop(name, None)
+        target[name] = value  # an existing entry keeps its place, so state_dict order holds
         self.__dict__.pop(name, None)
 
     def __getattr__(self, name: str) -> Any:
@@ -88,25 +116,33 @@ class Module:
         object.__delattr__(self, name)
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
-        self._check_name(name)
-        if param is None:
-            self._parameters[name] = None
-        else:
-            setattr(self, name, param)
+        self._check_name(name, "_parameters")
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(
+                f"register_parameter: {name!r} must be a Parameter or None, "
+                f"got {type(param).__name__}"
+            )
+        self._parameters[name] = param
 
     def register_buffer(self, name: str, value: Buffer | None) -> None:
-        self._check_name(name)
+        self._check_name(name, "_buffers")
         self._buffers[name] = value
 
     def add_module(self, name: str, module: Module | None) -> None:
-        self._check_name(name)
+        self._check_name(name, "_modules")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"add_module: {name!r} must be a Module, got {type(module).__name__}")
         self._modules[name] = module
 
-    def _check_name(self, name: str) -> None:
-        if not isinstance(name, str) or not name or "." in name:
+    def _check_name(self, name: str, registry: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"module, parameter and buffer names must be str, got {type(name).__name__}")
+        if not name or "." in name:
             raise ValueError(f"module, parameter and buffer names must be non-empty without '.', got {name!r}")
+        # A name already taken by an attribute or another registry would shadow, or be
+        # shadowed by, the new entry (PyTorch refuses it the same way).
+        if name not in getattr(self, registry) and hasattr(self, name):
+            raise KeyError(f"attribute {name!r} already exists")
 
     # ----------------------------------------------------------------- walking
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -127,8 +163,11 @@ class Module:
             yield module
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Direct children, each once (a child under two names is listed under the first)."""
+        seen: set[int] = set()
         for name, module in self._modules.items():
-            if module is not None:
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
                 yield name, module
 
     def children(self) -> Iterator[Module]:
@@ -161,6 +200,8 @@ class Module:
 
     # ------------------------------------------------------------------- modes
     def train(self, mode: bool = True) -> Module:
+        if not isinstance(mode, (bool, np.bool_)):
+            raise ValueError(f"train: mode must be a bool, got {mode!r}")
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
         return self
@@ -187,11 +228,15 @@ class Module:
         dtype = np.dtype(dtype)
         if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise TypeError(f"to: modules hold float32 or float64, not {dtype}")
-        for tensor in list(self.parameters()) + list(self.buffers()):
-            if isinstance(tensor, Tensor):
-                tensor.data = tensor.data.astype(dtype)
-                if tensor.grad is not None:
-                    tensor.grad = tensor.grad.astype(dtype)
+        for module in self.modules():
+            for tensor in module._parameters.values():
+                if tensor is not None:
+                    _cast_tensor(tensor, dtype)
+            for name, buffer in module._buffers.items():
+                if isinstance(buffer, Tensor):
+                    _cast_tensor(buffer, dtype)
+                elif isinstance(buffer, np.ndarray) and buffer.dtype.kind == "f":
+                    module._buffers[name] = buffer.astype(dtype)  # counters stay integers
         return self
 
     def float(self) -> Module:
@@ -203,12 +248,18 @@ class Module:
     # -------------------------------------------------------------- state dict
     def _state_entries(self) -> Iterator[tuple[str, Module, str, str]]:
         """(dotted key, owning module, registry, local name), in PyTorch's order:
-        per module, its parameters then its buffers, then its children."""
-        for path, module in self.named_modules():
+        per module, its parameters then its buffers, then its children. Unlike
+        ``named_modules``, a module reachable under two names is listed under both,
+        as in PyTorch's ``state_dict``."""
+        stack: list[tuple[str, Module]] = [("", self)]
+        while stack:
+            path, module = stack.pop()
             for registry in ("_parameters", "_buffers"):
                 for name, value in getattr(module, registry).items():
                     if value is not None:
                         yield (f"{path}.{name}" if path else name), module, registry, name
+            children = [(f"{path}.{n}" if path else n, m) for n, m in module._modules.items() if m is not None]
+            stack.extend(reversed(children))
 
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed by PyTorch's dotted names."""
@@ -238,8 +289,9 @@ class Module:
             current = getattr(module, registry)[name]
             target = current.data if isinstance(current, Tensor) else np.asarray(current)
             try:
-                incoming = as_float_array(state[key]) if isinstance(current, Tensor) else np.array(state[key])
-            except (TypeError, ValueError) as error:
+                raw = state[key].data if isinstance(state[key], Tensor) else np.asarray(state[key])
+                incoming = as_float_array(raw) if isinstance(current, Tensor) else np.array(raw)
+            except (TypeError, ValueError, RuntimeError) as error:
                 problems.append(f"{key}: cannot be read as an array ({error})")
                 continue
             if incoming.shape != target.shape:
@@ -317,7 +369,12 @@ class Sequential(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def __getitem__(self, index: int | str) -> Module:
+    def __getitem__(self, index: int | slice | str) -> Module:
         if isinstance(index, str):
             return self._modules[index]
-        return list(self._modules.values())[index]
+        items = list(self._modules.items())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(items[index]))  # keeps the children's names
+        if not -len(items) <= index < len(items):
+            raise IndexError(f"index {index} is out of range for a Sequential of length {len(items)}")
+        return items[index][1]

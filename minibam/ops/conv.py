@@ -25,6 +25,7 @@ gaps, the effective kernel is d (k - 1) + 1, and the output size is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -54,14 +55,17 @@ class Geometry(NamedTuple):
 def geometry(
     op: str, height: int, width: int, kernel_size: Any, stride: Any, padding: Any, dilation: Any
 ) -> Geometry:
-    """Check the hyper-parameters and work out the output size; the one shape check of im2col."""
+    """Check kernel, stride, padding and dilation and work out (oH, oW).
+
+    The one place where im2col, col2im and conv2d check their hyper-parameters.
+    """
     kernel = pair(kernel_size, "kernel_size", op, 1)
     strides = pair(stride, "stride", op, 1)
     pads = pair(padding, "padding", op, 0)
     dilations = pair(dilation, "dilation", op, 1)
     out = tuple(
         (n + 2 * p - d * (k - 1) - 1) // s + 1
-        for n, k, s, p, d in zip((height, width), kernel, strides, pads, dilations)
+        for n, k, s, p, d in zip((height, width), kernel, strides, pads, dilations, strict=True)
     )
     if min(out) < 1:
         raise ValueError(
@@ -97,17 +101,24 @@ def unfold(x: np.ndarray, g: Geometry) -> np.ndarray:
     return cols.reshape(n, c * kh * kw, oh * ow)
 
 
-def fold(cols: np.ndarray, shape: tuple[int, ...], g: Geometry) -> np.ndarray:
-    """col2im without the argument checks: scatter-add each kernel offset's slice back."""
+def fold(
+    slab: Callable[[int, int], np.ndarray], shape: tuple[int, ...], g: Geometry, dtype: Any
+) -> np.ndarray:
+    """col2im without the argument checks, fed one kernel offset at a time.
+
+    ``slab(i, j)`` is the (N, C, oH, oW) slab of the columns that kernel offset (i, j)
+    read; it is added back where :func:`unfold` took it from. Taking a function rather
+    than the whole (N, C*kH*kW, oH*oW) array lets conv2d's backward compute each slab
+    just in time instead of building a second array kH*kW times the size of x.
+    """
     n, c, h, w = shape
-    (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
-    cols6 = cols.reshape(n, c, kh, kw, oh, ow)
-    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    (kh, kw), (ph, pw) = g.kernel, g.padding
+    padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dtype)
     for i in range(kh):
         for j in range(kw):
             # Basic slices of one offset never overlap themselves, so += is exact;
             # overlaps between offsets are summed by the loop (np.add.at is far slower).
-            padded[(slice(None), slice(None), *_window(g, i, j))] += cols6[:, :, i, j]
+            padded[(slice(None), slice(None), *_window(g, i, j))] += slab(i, j)
     return padded[:, :, ph : ph + h, pw : pw + w]
 
 
@@ -162,22 +173,26 @@ def col2im(
             f"col2im: cols must have shape (N, C*kH*kW, oH*oW) = {expected} for input_shape "
             f"{(n, c, h, w)}, kernel {g.kernel} and output {g.out}, got {cols.shape}"
         )
-    return fold(cols, (n, c, h, w), g)
+    slabs = cols.reshape(n, c, g.kernel[0], g.kernel[1], *g.out)
+    return fold(lambda i, j: slabs[:, :, i, j], (n, c, h, w), g, cols.dtype)
 
 
 class Conv2d(Function):
-    r"""Cross-correlation, as PyTorch: weight (O, C, kH, kW), x (N, C, H, W).
+    r"""Cross-correlation, as PyTorch: x (N, C, H, W), weight (O, C, kH, kW), bias (O,).
 
-    Forward, with $X_n = \mathrm{im2col}(x)_n$ (C kH kW, oH oW) and
-    $W = $ weight as (O, C kH kW):
+    Forward, with $X_n = \mathrm{im2col}(x)_n$ of shape (C kH kW, oH oW) and $W$ the
+    weight as an (O, C kH kW) matrix, one batched matrix product:
 
-    $$Y_n = W X_n + b \mathbf 1^\top \qquad (O, oH\,oW), \text{ read as } (O, oH, oW).$$
+    $$Y_n = W X_n + b\,\mathbf 1^\top \qquad (O, oH\,oW) \text{, read as } (O, oH, oW).$$
 
     Backward, from $\bar Y_n$:
 
     $$\bar W = \sum_n \bar Y_n X_n^\top, \qquad \bar b = \sum_n \bar Y_n \mathbf 1,
-    \qquad \bar x = \mathrm{col2im}(W^\top \bar Y_n).$$
+    \qquad \bar x = \mathrm{col2im}(W^\top \bar Y).$$
 
+    $W^\top \bar Y$ is formed one kernel offset at a time inside col2im's loop, since
+    the row block of offset (i, j) is $W_{:,:,i,j}^\top \bar Y$: the same sum, without
+    a second array kH kW times the size of x (allocating it cost more than the product).
     For a 1x1 kernel with stride 1 and no padding, $X_n$ is $x_n$ itself viewed as
     (C, H W), so neither im2col nor col2im runs. See docs/derivations/conv.md,
     "Forward as a matrix product", "Backward" and "1x1 convolution".
@@ -190,7 +205,7 @@ class Conv2d(Function):
         n, c, h, w = x.shape
         o = weight.shape[0]
         cols = x.reshape(n, c, h * w) if g.is_pointwise else unfold(x, g)
-        y = np.matmul(weight.reshape(o, -1), cols)  # batched: (O, K) @ (N, K, L) -> (N, O, L)
+        y = np.matmul(weight.reshape(o, -1), cols)  # (O, K) @ (N, K, L) -> (N, O, L)
         if bias is not None:
             b = bias[:, None]
             y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
@@ -207,14 +222,22 @@ class Conv2d(Function):
         g3 = grad.reshape(n, o, -1)
         gx = gw = gb = None
         if need_w:
-            # Batched (O, L) @ (L, K) per sample, then the sum over the batch.
-            gw = np.matmul(g3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+            # (K, L) @ (L, O) per sample, summed over the batch: OpenBLAS runs this
+            # orientation about twice as fast as (O, L) @ (L, K).
+            gw = np.matmul(cols, g3.transpose(0, 2, 1)).sum(axis=0).T.reshape(weight.shape)
         if need_b:
             gb = g3.sum(axis=2).sum(axis=0)
         if need_x:
-            dcols = np.matmul(weight.reshape(o, -1).T, g3)  # (N, C*kH*kW, L)
             g = ctx.geometry
-            gx = dcols.reshape(ctx.x_shape) if g.is_pointwise else fold(dcols, ctx.x_shape, g)
+            if g.is_pointwise:
+                gx = np.matmul(weight.reshape(o, -1).T, g3).reshape(ctx.x_shape)
+            else:
+                c = ctx.x_shape[1]
+                dtype = np.result_type(weight, grad)
+                gx = fold(
+                    lambda i, j: np.matmul(weight[:, :, i, j].T, g3).reshape(n, c, *g.out),
+                    ctx.x_shape, g, dtype,
+                )
         return gx, gw, gb
 
 

@@ -201,7 +201,7 @@ def neg(x: Tensor) -> Tensor:
     return Neg.apply(require_tensor(x, "x", "neg"))
 
 
-def pow(x: Tensor, exponent: Any) -> Tensor:
+def pow(x: Tensor, exponent: Any) -> Tensor:  # noqa: A001
     require_tensor(x, "x", "pow")
     if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Real):
         raise TypeError(

@@ -1,0 +1,253 @@
+"""Reference cases: one BAM forward + backward, frozen in a self-contained ``.npz``.
+
+Format (version 1), every entry a plain array (no pickles):
+
+=========================  =====================================================
+``x``, ``dy``              input (N, C, H, W) and upstream gradient, same shape
+``y``, ``dx``              output and dL/dx for L = <dy, y>
+``param.<name>``           every parameter **and buffer** of ``state_dict()``,
+                           as they were *before* the forward pass
+``grad.<name>``            dL/d(parameter) for every parameter
+``after.<name>``           optional: each buffer after the forward pass
+                           (training mode updates the running statistics)
+``meta.<field>``           optional: ``format``, ``format_version``, ``variant``,
+                           ``training``, ``reduction_ratio``, ``dilation_conv_num``,
+                           ``dilation_val``, ``eps``, ``momentum``, ``seed``
+=========================  =====================================================
+
+Names are ``BAM.state_dict()``'s, which are those of the authors' PyTorch code, so a
+file written from a PyTorch BAM needs no renaming. Without ``meta``, the configuration
+is read off the parameter shapes (C, C/r, the number of dilated convs, and the variant
+from whether the closing BatchNorms exist); the dilation and the mode cannot be, and
+default to 4 and training unless given.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minibam.checks.bam import buffer_arrays, random_bam
+from minibam.nn import BAM, BatchNorm1d, BatchNorm2d, StateDictError
+from minibam.tensor import Tensor
+
+FORMAT = "minibam-bam-reference"
+FORMAT_VERSION = 1
+REQUIRED = ("x", "dy", "y", "dx")
+# (rtol, atol) per dtype: the pass test is max|a - b| <= atol + rtol * max|b|.
+DEFAULT_TOLERANCE = {np.dtype(np.float64): (1e-9, 1e-12), np.dtype(np.float32): (1e-4, 1e-6)}
+
+_FC0 = "channel_att.gate_c.gate_c_fc_0.weight"
+_CLOSING_BN = ("channel_att.gate_c.gate_c_bn_final.weight", "spatial_att.gate_s.gate_s_bn_final.weight")
+
+
+class ReferenceFileError(ValueError):
+    """The file cannot be read, or is not a BAM reference case."""
+
+
+@dataclass
+class BamConfig:
+    gate_channel: int
+    reduction_ratio: int = 16
+    dilation_conv_num: int = 2
+    dilation_val: int = 4
+    variant: str = "paper"
+    training: bool = True
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
+    eps: float = 1e-5
+    momentum: float = 0.1
+
+    def build(self) -> BAM:
+        bam = BAM(self.gate_channel, self.reduction_ratio, self.dilation_conv_num,
+                  self.dilation_val, self.variant)
+        for module in bam.modules():
+            if isinstance(module, (BatchNorm1d, BatchNorm2d)):
+                module.eps, module.momentum = self.eps, self.momentum
+        return bam.to(self.dtype).train(self.training)
+
+    def describe(self) -> str:
+        return (f"BAM variant={self.variant}, C={self.gate_channel}, r={self.reduction_ratio}, "
+                f"dilated convs={self.dilation_conv_num}, dilation={self.dilation_val}, "
+                f"{'training' if self.training else 'eval'}, {self.dtype}")
+
+
+def _forward_backward(bam: BAM, x: np.ndarray, dy: np.ndarray) -> tuple[Tensor, Tensor]:
+    xt = Tensor(x, requires_grad=True)
+    y = bam(xt)
+    y.backward(dy)
+    return y, xt
+
+
+def make_reference(config: BamConfig, batch: int, height: int, width: int, seed: int) -> dict[str, np.ndarray]:
+    """The arrays of a reference case: random weights and BatchNorm state from ``seed``."""
+    bam = random_bam(config.gate_channel, config.reduction_ratio, config.dilation_conv_num,
+                     config.dilation_val, config.variant, seed=seed, dtype=config.dtype)
+    bam.train(config.training)
+    rng = np.random.default_rng([seed, 2])
+    shape = (batch, config.gate_channel, height, width)
+    x = rng.standard_normal(shape).astype(config.dtype)
+    dy = rng.standard_normal(shape).astype(config.dtype)
+    before = bam.state_dict()
+    y, xt = _forward_backward(bam, x, dy)
+    arrays = {"x": x, "dy": dy, "y": y.data, "dx": xt.grad}
+    arrays.update({f"param.{k}": v for k, v in before.items()})
+    arrays.update({f"grad.{k}": p.grad for k, p in bam.named_parameters()})
+    arrays.update({f"after.{k}": v for k, v in buffer_arrays(bam).items()})
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "variant": config.variant,
+        "training": config.training, "reduction_ratio": config.reduction_ratio,
+        "dilation_conv_num": config.dilation_conv_num, "dilation_val": config.dilation_val,
+        "eps": config.eps, "momentum": config.momentum, "seed": seed,
+    }
+    arrays.update({f"meta.{k}": np.array(v) for k, v in meta.items()})
+    return arrays
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write exactly ``path`` (``np.savez`` alone would append ``.npz`` to other names)."""
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, read eagerly and never unpickled; errors do not
+    repeat the path (the caller names the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReferenceFileError("no such file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ReferenceFileError("a single .npy array, not an .npz reference case")
+            return {key: archive[key] for key in archive.files}
+    except ReferenceFileError:
+        raise
+    except (AttributeError, TypeError):
+        raise ReferenceFileError("a single .npy array, not an .npz reference case") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ReferenceFileError(f"not a readable .npz archive ({detail})") from None
+    except Exception as error:  # zlib and friends: a corrupt member
+        raise ReferenceFileError(f"corrupt .npz archive ({type(error).__name__}: {error})") from None
+
+
+def _meta(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
+    value = arrays.get(f"meta.{name}")
+    if value is None:
+        return None
+    try:
+        return kind(value.item() if kind is not str else str(value))
+    except (TypeError, ValueError):
+        raise ReferenceFileError(f"meta.{name} = {value!r} is not a valid {kind.__name__}") from None
+
+
+def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
+                 training: bool | None = None) -> tuple[BamConfig, list[str]]:
+    """The BAM that produced ``arrays``, and notes on what had to be assumed."""
+    missing = [k for k in REQUIRED if k not in arrays]
+    params = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
+    if missing or _FC0 not in params:
+        found = ", ".join(sorted(arrays)[:8]) + (", ..." if len(arrays) > 8 else "")
+        lacking = ", ".join(missing + ([] if _FC0 in params else [f"param.{_FC0}"]))
+        raise ReferenceFileError(f"not a BAM reference case: no {lacking} (found: {found or 'nothing'})")
+    fmt = _meta(arrays, "format", str)
+    if fmt is not None and fmt != FORMAT:
+        raise ReferenceFileError(f"meta.format is {fmt!r}, not {FORMAT!r}")
+    version = _meta(arrays, "format_version", int)
+    if version is not None and version > FORMAT_VERSION:
+        raise ReferenceFileError(f"format version {version} is newer than this minibam reads ({FORMAT_VERSION})")
+    x = arrays["x"]
+    if x.ndim != 4 or x.dtype not in DEFAULT_TOLERANCE:
+        raise ReferenceFileError(f"x must be a float32 or float64 (N, C, H, W) array, got {x.dtype} {x.shape}")
+    for name in ("dy", "y", "dx"):
+        if arrays[name].shape != x.shape:
+            raise ReferenceFileError(f"{name} has shape {arrays[name].shape}, x has {x.shape}")
+    fc0 = params[_FC0]
+    channels = x.shape[1]
+    if fc0.ndim != 2 or fc0.shape[1] != channels or fc0.shape[0] < 1 or channels % fc0.shape[0]:
+        raise ReferenceFileError(
+            f"param.{_FC0} has shape {fc0.shape}, which does not fit C={channels} channels of x"
+        )
+    notes: list[str] = []
+    dilated = 0
+    while f"spatial_att.gate_s.gate_s_conv_di_{dilated}.weight" in params:
+        dilated += 1
+    variant = "paper" if any(k in params for k in _CLOSING_BN) else "official"
+    meta_variant = _meta(arrays, "variant", str)
+    if meta_variant is not None and meta_variant != variant:
+        raise ReferenceFileError(f"meta.variant is {meta_variant!r} but the parameters are those of {variant!r}")
+
+    def pick(name: str, given: Any, kind: type, default: Any) -> Any:
+        if given is not None:
+            return given
+        stored = _meta(arrays, name, kind)
+        if stored is not None:
+            return stored
+        notes.append(f"{name} not stored in the file, assumed {default}")
+        return default
+
+    config = BamConfig(
+        gate_channel=channels,
+        reduction_ratio=channels // fc0.shape[0],
+        dilation_conv_num=dilated,
+        dilation_val=pick("dilation_val", dilation_val, int, 4),
+        variant=variant,
+        training=pick("training", training, bool, True),
+        dtype=x.dtype,
+        eps=_meta(arrays, "eps", float) or 1e-5,
+        momentum=_meta(arrays, "momentum", float) or 0.1,
+    )
+    if config.dilation_val < 1:
+        raise ReferenceFileError(f"dilation must be >= 1, got {config.dilation_val}")
+    return config, notes
+
+
+@dataclass
+class Row:
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    rel: float
+    passed: bool
+
+
+def compare_arrays(name: str, ours: np.ndarray, theirs: np.ndarray, rtol: float, atol: float) -> Row:
+    ours64, theirs64 = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    if ours64.shape != theirs64.shape:
+        raise ReferenceFileError(f"{name} has shape {theirs64.shape} in the file, minibam computes {ours64.shape}")
+    max_abs = float(np.max(np.abs(ours64 - theirs64))) if ours64.size else 0.0
+    scale = float(np.max(np.abs(theirs64))) if ours64.size else 0.0
+    rel = 0.0 if max_abs == 0.0 else max_abs / max(scale, np.finfo(np.float64).tiny)
+    passed = bool(np.isfinite(max_abs) and max_abs <= atol + rtol * scale)
+    return Row(name, theirs64.shape, max_abs, rel, passed)
+
+
+def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: float,
+                      atol: float) -> list[Row]:
+    """Rebuild minibam's BAM from the file, run it on x and dy, compare every array."""
+    bam = config.build()
+    state = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
+    try:
+        bam.load_state_dict(state, strict=True)
+    except StateDictError as error:
+        raise ReferenceFileError(str(error).replace("\n ", "")) from None
+    grads = {k[len("grad."):] for k in arrays if k.startswith("grad.")}
+    names = [name for name, _ in bam.named_parameters()]
+    unknown = sorted(grads - set(names))
+    if unknown:
+        raise ReferenceFileError(f"gradients for parameters this BAM does not have: {', '.join(unknown)}")
+    try:
+        y, xt = _forward_backward(bam, arrays["x"], arrays["dy"])
+    except ValueError as error:
+        raise ReferenceFileError(f"minibam cannot run this case: {error}") from None
+    params = dict(bam.named_parameters())
+    ours = {"y": y.data, "dx": xt.grad}
+    ours.update({f"grad.{k}": params[k].grad for k in names if k in grads})
+    after = buffer_arrays(bam)
+    ours.update({f"after.{k}": after[k[len("after."):]] for k in arrays
+                 if k.startswith("after.") and k[len("after."):] in after})
+    return [compare_arrays(k, v, arrays[k], rtol, atol) for k, v in ours.items()]

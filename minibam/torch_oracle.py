@@ -1,0 +1,100 @@
+"""PyTorch as an independent oracle for the command line (``minibam check``, ``bench``).
+
+Only the CLI imports this file, and only after :func:`load` found torch installed:
+``import minibam`` never imports torch. :class:`TorchBAM` is BAM written directly with
+``torch.nn`` layers, under the same child names as :class:`minibam.nn.BAM`, so that a
+minibam ``state_dict()`` loads into it unchanged and both run on the same weights.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def load() -> Any:
+    """The ``torch`` module (this file imported it, so it is installed)."""
+    return torch
+
+
+class _ChannelGate(nn.Module):
+    def __init__(self, channels: int, hidden: int, variant: str) -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["flatten"] = nn.Flatten()
+        layers["gate_c_fc_0"] = nn.Linear(channels, hidden)
+        layers["gate_c_bn_1"] = nn.BatchNorm1d(hidden)
+        layers["gate_c_relu_1"] = nn.ReLU()
+        layers["gate_c_fc_final"] = nn.Linear(hidden, channels)
+        if variant == "paper":
+            layers["gate_c_bn_final"] = nn.BatchNorm1d(channels)
+        self.gate_c = nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A true global average over H and W (the released code pools an H x H window).
+        return self.gate_c(x.mean(dim=(2, 3)))[:, :, None, None]
+
+
+class _SpatialGate(nn.Module):
+    def __init__(self, channels: int, hidden: int, dilation_conv_num: int, dilation_val: int,
+                 variant: str) -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["gate_s_conv_reduce0"] = nn.Conv2d(channels, hidden, kernel_size=1)
+        layers["gate_s_bn_reduce0"] = nn.BatchNorm2d(hidden)
+        layers["gate_s_relu_reduce0"] = nn.ReLU()
+        for i in range(dilation_conv_num):
+            layers[f"gate_s_conv_di_{i}"] = nn.Conv2d(
+                hidden, hidden, kernel_size=3, padding=dilation_val, dilation=dilation_val
+            )
+            layers[f"gate_s_bn_di_{i}"] = nn.BatchNorm2d(hidden)
+            layers[f"gate_s_relu_di_{i}"] = nn.ReLU()
+        layers["gate_s_conv_final"] = nn.Conv2d(hidden, 1, kernel_size=1)
+        if variant == "paper":
+            layers["gate_s_bn_final"] = nn.BatchNorm2d(1)
+        self.gate_s = nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gate_s(x)
+
+
+class TorchBAM(nn.Module):
+    """y = x * (1 + sigmoid(M_c + M_s)) ("paper") or x * (1 + sigmoid(M_c * M_s)) ("official")."""
+
+    def __init__(self, gate_channel: int, reduction_ratio: int = 16, dilation_conv_num: int = 2,
+                 dilation_val: int = 4, variant: str = "paper") -> None:
+        super().__init__()
+        hidden = gate_channel // reduction_ratio
+        self.variant = variant
+        self.channel_att = _ChannelGate(gate_channel, hidden, variant)
+        self.spatial_att = _SpatialGate(gate_channel, hidden, dilation_conv_num, dilation_val, variant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mc = self.channel_att(x)
+        ms = self.spatial_att(x)
+        a = mc + ms if self.variant == "paper" else mc * ms
+        return x * (1 + torch.sigmoid(a))
+
+
+def bam_like(bam: Any, state: Mapping[str, np.ndarray] | None = None) -> TorchBAM:
+    """A TorchBAM with ``bam``'s configuration, mode and dtype, holding ``state``
+    (default: ``bam.state_dict()``)."""
+    state = bam.state_dict() if state is None else state
+    model = TorchBAM(bam.gate_channel, bam.reduction_ratio, bam.dilation_conv_num,
+                     bam.dilation_val, bam.variant)
+    dtype = torch.float32 if next(iter(bam.parameters())).dtype == np.float32 else torch.float64
+    model.to(dtype)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    model.train(bam.training)
+    return model
+
+
+def numpy_state(model: nn.Module, buffers_only: bool = False) -> dict[str, np.ndarray]:
+    """``model``'s buffers (and parameters unless ``buffers_only``) as NumPy copies."""
+    items = model.named_buffers() if buffers_only else model.state_dict().items()
+    return {k: v.detach().cpu().numpy().copy() for k, v in items}

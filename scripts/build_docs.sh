@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Build the documentation site as CI does, strictly: a broken link, a missing page or a
+# docstring mkdocstrings cannot render is an error. Also checks that every docs page and
+# section the code cites ("docs/derivations/conv.md, "Backward"") exists.
+#
+#   bash scripts/build_docs.sh                 # creates .venv with the docs extra, builds site/
+#   DOCS_PYTHON=/path/to/python bash scripts/build_docs.sh   # use an interpreter that has it
+#
+# Extra arguments go to `mkdocs build` (e.g. --site-dir /tmp/site).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -n "${DOCS_PYTHON:-}" ]]; then
+    py="$DOCS_PYTHON"
+else
+    python3 -m venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e ".[docs]"
+    py=.venv/bin/python
+fi
+
+"$py" - <<'PY'
+"""Every docs/*.md the package cites must exist, with every quoted section name that
+follows the citation (up to the end of its sentence) as a heading of that page."""
+import pathlib
+import re
+import sys
+
+root = pathlib.Path(".")
+cite = re.compile(r"docs/([\w/.-]+?\.md)")
+problems = []
+checked = 0
+for source in sorted(root.glob("minibam/**/*.py")):
+    text = source.read_text(encoding="utf-8")
+    for match in cite.finditer(text):
+        page = root / "docs" / match.group(1)
+        line = text.count("\n", 0, match.start()) + 1
+        where = f"{source}:{line}"
+        if not page.is_file():
+            problems.append(f"{where}: cites {page}, which does not exist")
+            continue
+        # The sentence after the citation: up to a full stop that ends a sentence.
+        tail = re.split(r"\.(?:\s|$)", text[match.end():], maxsplit=1)[0]
+        tail = re.sub(r"\s+", " ", tail)
+        headings = {
+            re.sub(r"\s*\{.*\}\s*$", "", h).strip()
+            for h in re.findall(r"^#{1,6}\s+(.+?)\s*$", page.read_text(encoding="utf-8"), re.M)
+        }
+        for section in re.findall(r'"([^"\n]+)"', tail):
+            checked += 1
+            if section not in headings:
+                problems.append(f'{where}: cites section "{section}" of {page}, which has no such heading')
+print(f"docs citations: {checked} section references checked")
+if problems:
+    print("\n".join(problems), file=sys.stderr)
+    sys.exit(1)
+
+# The derivations name the tests that check them; those that do not exist yet are listed.
+named = set()
+for page in sorted(root.glob("docs/**/*.md")):
+    named.update(re.findall(r"tests/test_\w+\.py", page.read_text(encoding="utf-8")))
+missing = sorted(t for t in named if not (root / t).is_file())
+if missing:
+    print("note: the docs name test files that do not exist yet: " + ", ".join(missing))
+PY
+
+"$py" -m mkdocs build --strict "$@"

@@ -1,0 +1,126 @@
+"""mb.gradcheck: passes correct ops, and names the input and element of a wrong one."""
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given
+from strategies import arrays, seeds
+
+import minibam as mb
+from minibam import functional as F
+from minibam.function import Function
+
+
+def _t(a, requires_grad=True):
+    return mb.Tensor(a, requires_grad=requires_grad)
+
+
+@given(x=arrays((2, 3)), w=arrays((4, 3)), b=arrays((4,)), seed=seeds())
+def test_passes_on_correct_ops(x, w, b, seed):
+    assert mb.gradcheck(lambda x, w, b: F.linear(x, w, b).sigmoid(), [_t(x), _t(w), _t(b)], seed=seed)
+    assert mb.gradcheck(lambda x: (x * x).mean(axis=0) / 3.0, [_t(x)], seed=seed)
+
+
+class _OffByOneAt(Function):
+    """y = a * b, with a gradient for b that is wrong at exactly one element."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved
+        gb = grad * a
+        gb[1, 2] += 1.0
+        return grad * b, gb
+
+
+def test_names_input_worst_element_and_values():
+    a = _t(np.arange(1.0, 7.0).reshape(2, 3))
+    b = _t(np.full((2, 3), 0.5))
+    with pytest.raises(mb.GradcheckError) as info:
+        mb.gradcheck(_OffByOneAt.apply, [a, b])
+    message = str(info.value)
+    assert "input 1" in message
+    assert "(1, 2)" in message
+    analytic, numeric = map(float, re.search(r"analytic (\S+), numeric (\S+) ", message).groups())
+    assert analytic - numeric == pytest.approx(1.0, abs=1e-6)
+
+
+def test_error_is_an_assertion_error():
+    assert issubclass(mb.GradcheckError, AssertionError)
+
+
+class _ForgetsTheMean(Function):
+    """y = x - mean(x) whose backward forgets the mean term. With a sum() loss the true
+    gradient is exactly 0 and this backward returns 0 too; only a random upstream
+    gradient exposes it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x - x.mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad - grad,)
+
+
+def test_random_upstream_catches_what_a_sum_loss_hides():
+    x = _t(np.array([1.0, 4.0, -2.0]))
+    # A ones upstream (what .sum() would give) cannot see the bug ...
+    _ForgetsTheMean.apply(x).backward(np.ones(3))
+    np.testing.assert_allclose(x.grad, 0.0)
+    # ... the random upstream of gradcheck does.
+    with pytest.raises(mb.GradcheckError, match="input 0"):
+        mb.gradcheck(_ForgetsTheMean.apply, [x])
+
+
+def test_leaves_the_callers_tensors_alone():
+    x32 = _t(np.array([1.0, 2.0], dtype=np.float32))
+    before = x32.data.copy()
+    seen = []
+
+    def fn(x):
+        seen.append(x.dtype)
+        return x.exp()
+
+    assert mb.gradcheck(fn, [x32])
+    assert set(seen) == {np.dtype(np.float64)}  # checked in float64
+    assert x32.grad is None and x32.dtype == np.float32
+    np.testing.assert_array_equal(x32.data, before)
+
+
+def test_non_tensor_arguments_pass_through_and_constants_are_skipped():
+    x = _t(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    c = _t(np.array([5.0, 6.0]), requires_grad=False)
+    assert mb.gradcheck(lambda x, c, axis: (x * c).sum(axis=axis), [x, c, 1])
+    assert mb.gradcheck(lambda x: x.exp(), x)  # a single Tensor instead of a list
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="requires_grad"):
+        mb.gradcheck(lambda x: x * 2, [mb.Tensor([1.0])])
+    with pytest.raises(TypeError, match="must return a Tensor"):
+        mb.gradcheck(lambda x: x.data, [_t([1.0])])
+    with pytest.raises(mb.GradcheckError, match="does not depend"):
+        mb.gradcheck(lambda x, c: c * 2, [_t([1.0]), mb.Tensor([1.0])])
+
+
+def test_tolerances_are_used():
+    x = _t(np.array([1.0, 2.0]))
+
+    class Scaled(Function):  # gradient 1 % too large
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return (2.02 * grad,)
+
+    with pytest.raises(mb.GradcheckError):
+        mb.gradcheck(Scaled.apply, [x])
+    assert mb.gradcheck(Scaled.apply, [x], rtol=0.02)

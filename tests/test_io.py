@@ -1,0 +1,163 @@
+"""mb.io.save / mb.io.load: round trips, key order, dtypes, and every way a file can
+fail to be a checkpoint, including files that would need unpickling."""
+
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+import minibam as mb
+from minibam import io as mbio
+
+UNPICKLED = []
+
+
+class _Tripwire:
+    """Unpickling this records the fact: a loader that unpickles would trip it."""
+
+    def __reduce__(self):
+        return (UNPICKLED.append, ("unpickled!",))
+
+
+def _state():
+    rng = np.random.default_rng(0)
+    # Deliberately not in sorted order, with names np.savez would choke on.
+    return {
+        "spatial_att.gate_s.gate_s_conv_final.weight": rng.standard_normal((1, 4, 1, 1)),
+        "channel_att.gate_c.gate_c_bn_1.num_batches_tracked": np.array(7, dtype=np.int64),
+        "b.float32": rng.standard_normal((3,)).astype(np.float32),
+        "a.empty": np.zeros((0, 2)),
+        "file": np.array([1.5, 2.5]),
+        "allow_pickle": np.arange(6, dtype=np.int32).reshape(2, 3),
+        "z/with slash": np.array([True, False]),
+    }
+
+
+def test_round_trip_keeps_values_dtypes_shapes_and_order(tmp_path):
+    state = _state()
+    path = tmp_path / "ckpt.npz"
+    assert mbio.save(state, path) is None
+    loaded = mbio.load(path)
+    assert type(loaded) is dict
+    assert list(loaded) == list(state)
+    for key, value in state.items():
+        assert isinstance(loaded[key], np.ndarray)
+        assert loaded[key].dtype == value.dtype, key
+        assert loaded[key].shape == value.shape, key
+        np.testing.assert_array_equal(loaded[key], value)
+
+
+def test_written_to_exactly_the_given_path_and_readable_by_numpy(tmp_path):
+    path = tmp_path / "no_extension"
+    mbio.save({"w": np.ones(2)}, str(path))
+    assert path.exists() and not (tmp_path / "no_extension.npz").exists()
+    with np.load(path, allow_pickle=False) as npz:
+        assert npz.files == [mbio.MARKER, "w"]
+        np.testing.assert_array_equal(npz["w"], np.ones(2))
+
+
+def test_tensor_values_and_file_objects(tmp_path):
+    t = mb.Tensor(np.arange(3.0), requires_grad=True)
+    buffer = io.BytesIO()
+    mbio.save({"t": t, "n": np.float32(2.0), "lst": [1, 2]}, buffer)
+    buffer.seek(0)
+    loaded = mbio.load(buffer)
+    np.testing.assert_array_equal(loaded["t"], [0.0, 1.0, 2.0])
+    assert loaded["n"].dtype == np.float32 and loaded["n"].shape == ()
+    np.testing.assert_array_equal(loaded["lst"], [1, 2])
+    # The loaded array is a copy, not the tensor's storage.
+    loaded["t"][0] = 99.0
+    assert t.data[0] == 0.0
+
+
+def test_empty_state_dict(tmp_path):
+    mbio.save({}, tmp_path / "e.npz")
+    assert mbio.load(tmp_path / "e.npz") == {}
+
+
+def test_save_errors(tmp_path):
+    path = tmp_path / "x.npz"
+    with pytest.raises(TypeError, match="must be a dict.*list"):
+        mbio.save([("w", np.ones(2))], path)
+    with pytest.raises(TypeError, match="keys must be str"):
+        mbio.save({1: np.ones(2)}, path)
+    with pytest.raises(ValueError, match="reserved"):
+        mbio.save({mbio.MARKER: np.ones(2)}, path)
+    with pytest.raises(TypeError, match=r"state_dict\['o'\].*object"):
+        mbio.save({"o": np.array([{"a": 1}], dtype=object)}, path)
+    assert not path.exists()
+
+
+def test_load_refuses_pickled_object_array(tmp_path):
+    path = tmp_path / "evil.npz"
+    # np.savez pickles object arrays; the marker is there, so only the pickle check stops it.
+    np.savez(path, **{mbio.MARKER: np.array(1), "w": np.array([_Tripwire()], dtype=object)})
+    with pytest.raises(ValueError, match="pickled Python objects.*allow_pickle=False"):
+        mbio.load(path)
+    assert UNPICKLED == []
+
+
+def test_load_refuses_a_pickle_file(tmp_path):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(_Tripwire()))
+    with pytest.raises(ValueError, match="not a minibam checkpoint"):
+        mbio.load(path)
+    assert UNPICKLED == []
+
+
+def test_load_refuses_non_checkpoints(tmp_path):
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, w=np.ones(2))
+    with pytest.raises(ValueError, match=r"not a minibam checkpoint.*without the '__minibam__'"):
+        mbio.load(plain)
+
+    single = tmp_path / "single.npy"
+    np.save(single, np.ones(2))
+    with pytest.raises(ValueError, match="not a minibam checkpoint.*single .npy"):
+        mbio.load(single)
+
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"this is not an archive" * 10)
+    with pytest.raises(ValueError, match="not a minibam checkpoint"):
+        mbio.load(garbage)
+
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a minibam checkpoint"):
+        mbio.load(empty)
+
+
+def test_load_refuses_corrupt_and_truncated_checkpoints(tmp_path):
+    good = tmp_path / "good.npz"
+    mbio.save(_state(), good)
+    data = good.read_bytes()
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="minibam checkpoint"):
+        mbio.load(truncated)
+
+    # Flip bytes inside the first array's payload: the zip CRC check catches it.
+    flipped = bytearray(data)
+    offset = data.index(b"\x93NUMPY", 200) + 140
+    flipped[offset:offset + 8] = bytes(b ^ 0xFF for b in flipped[offset:offset + 8])
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="corrupt checkpoint"):
+        mbio.load(corrupt)
+
+
+def test_load_refuses_a_newer_format(tmp_path):
+    path = tmp_path / "future.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        with zf.open(mbio.MARKER + ".npy", "w") as member:
+            np.lib.format.write_array(member, np.array(mbio.FORMAT_VERSION + 1))
+    with pytest.raises(ValueError, match="format 2.*upgrade minibam"):
+        mbio.load(path)
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        mbio.load(tmp_path / "nope.npz")
