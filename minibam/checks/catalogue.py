@@ -23,10 +23,13 @@ def shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape)) if shape else "scalar"
 
 
+_SHORT = {"weight": "w", "bias": "b", "channel_map": "M_c", "spatial_map": "M_s"}
+
+
 def op(name: str, fn: Callable[..., Tensor], torch_fn: Callable[..., Any], note: str = "",
        **arrays: np.ndarray) -> Case:
     """A case differentiating ``fn(*arrays.values())`` with respect to every array."""
-    shapes = ", ".join(f"{k} {shape_text(a.shape)}" for k, a in arrays.items())
+    shapes = ", ".join(f"{_SHORT.get(k, k)} {shape_text(a.shape)}" for k, a in arrays.items())
 
     def minibam_probe() -> Probe:
         leaves = {k: Tensor(a, requires_grad=True) for k, a in arrays.items()}
@@ -99,7 +102,7 @@ def conv_case(rng: np.random.Generator, x_shape: tuple[int, ...], out_channels: 
     arrays = {"x": rng.standard_normal(x_shape), "weight": weight}
     if bias:
         arrays["bias"] = rng.standard_normal(out_channels)
-    note = ", ".join(f"{k}={v}" for k, v in hyper.items()) or "stride=1"
+    note = " ".join(f"{k[0]}={v}" for k, v in hyper.items()).replace(", ", ",") or "s=1"
 
     def fn(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
         return F.conv2d(x, w, b, **hyper)
@@ -137,7 +140,7 @@ def batch_norm_case(rng: np.random.Generator, x_shape: tuple[int, ...], training
     gamma, beta = rng.uniform(0.5, 1.5, channels), rng.standard_normal(channels)
     mean0, var0 = 0.3 * rng.standard_normal(channels), rng.uniform(0.5, 2.0, channels)
     mode = "train" if training else "eval"
-    shapes = f"x {shape_text(x_shape)}, weight {channels}, bias {channels}; {mode}"
+    shapes = f"x {shape_text(x_shape)}, w {channels}, b {channels}; {mode}"
 
     def minibam_probe() -> Probe:
         leaves = {k: Tensor(a, requires_grad=True) for k, a in (("x", x), ("weight", gamma), ("bias", beta))}
@@ -189,9 +192,9 @@ def combine_cases(rng: np.random.Generator) -> list[Case]:
     arrays = {"x": n((2, 3, 4, 5)), "channel_map": n((2, 3, 1, 1)), "spatial_map": n((2, 1, 4, 5))}
     return [
         op("bam_combine", lambda x, c, s: F.bam_combine(x, c, s, "sum"),
-           lambda T, x, c, s: x * (1 + T.sigmoid(c + s)), "sum (paper)", **arrays),
+           lambda T, x, c, s: x * (1 + T.sigmoid(c + s)), "sum", **arrays),
         op("bam_combine", lambda x, c, s: F.bam_combine(x, c, s, "product"),
-           lambda T, x, c, s: x * (1 + T.sigmoid(c * s)), "product (official)", **arrays),
+           lambda T, x, c, s: x * (1 + T.sigmoid(c * s)), "product", **arrays),
     ]
 
 

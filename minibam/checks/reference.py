@@ -248,6 +248,6 @@ def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: fl
     ours = {"y": y.data, "dx": xt.grad}
     ours.update({f"grad.{k}": params[k].grad for k in names if k in grads})
     after = buffer_arrays(bam)
-    ours.update({f"after.{k}": after[k[len("after."):]] for k in arrays
+    ours.update({k: after[k[len("after."):]] for k in arrays
                  if k.startswith("after.") and k[len("after."):] in after})
     return [compare_arrays(k, v, arrays[k], rtol, atol) for k, v in ours.items()]
