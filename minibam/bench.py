@@ -43,24 +43,39 @@ class Timing:
         return None if self.torch_ms is None else self.minibam_ms / self.torch_ms
 
 
-def blas_threads() -> int | None:
-    """Threads of NumPy's BLAS: threadpoolctl if installed, else ask OpenBLAS directly."""
-    try:
-        from threadpoolctl import threadpool_info
-
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                return int(pool["num_threads"])
-    except ImportError:
-        pass
+def _openblas() -> tuple[Any, str, str] | None:
+    """NumPy's bundled OpenBLAS as (library, symbol prefix, symbol suffix), if found."""
     libs = Path(np.__file__).resolve().parent.parent / "numpy.libs"
     for path in glob.glob(str(libs / "*openblas*")):
         lib = ctypes.CDLL(path)
-        for symbol in ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
-                       "openblas_get_num_threads64_", "openblas_get_num_threads"):
-            if hasattr(lib, symbol):
-                return int(getattr(lib, symbol)())
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                               ("openblas", "")):
+            if hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
+                return lib, prefix, suffix
     return None
+
+
+def blas_threads(threads: int | None = None) -> int | None:
+    """Threads of NumPy's BLAS, after setting them to ``threads`` if given (threadpoolctl
+    when installed, else NumPy's own OpenBLAS); None when they cannot be read."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+
+        if threads is not None:
+            threadpool_limits(limits=threads, user_api="blas")
+        for pool in threadpool_info():
+            if pool.get("user_api") == "blas":
+                return int(pool["num_threads"])
+        return None
+    except ImportError:
+        pass
+    found = _openblas()
+    if found is None:
+        return None
+    lib, prefix, suffix = found
+    if threads is not None:
+        getattr(lib, f"{prefix}_set_num_threads{suffix}")(int(threads))
+    return int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
 
 
 def _median_ms(samples: list[float]) -> float:

@@ -326,3 +326,14 @@ def test_bamnet_trains_a_step(use_bam):
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_checkpoint_without_num_batches_tracked_loads_as_in_torch():
+    """Checkpoints saved before PyTorch 0.4.1 have no num_batches_tracked; torch loads them."""
+    ref = TorchBAM(16, 4, 2, 4, "paper").double()
+    old = {k: v.numpy() for k, v in ref.state_dict().items() if "num_batches_tracked" not in k}
+    ref.load_state_dict({k: torch.as_tensor(v) for k, v in old.items()})  # torch accepts it
+    ours = nn.BAM(16, 4)
+    result = ours.load_state_dict(old)
+    assert result.missing_keys == []
+    assert int(ours.state_dict()["channel_att.gate_c.gate_c_bn_1.num_batches_tracked"]) == 0

@@ -106,9 +106,13 @@ def test_properties():
 
 def test_repr():
     t = mb.Tensor([1.0, 2.0], requires_grad=True)
-    assert repr(t) == "Tensor([1., 2.], dtype=float64, requires_grad=True)"
-    assert repr(t * 2) == "Tensor([2., 4.], dtype=float64, grad_fn=<Mul>)"
-    assert repr(mb.Tensor(np.float32(0.5))) == "Tensor(0.5, dtype=float32)"
+    for text, parts in [
+        (repr(t), ("Tensor(", "[1., 2.]", "float64", "requires_grad=True")),
+        (repr(t * 2), ("Tensor(", "[2., 4.]", "grad_fn=<Mul>")),
+        (repr(mb.Tensor(np.float32(0.5))), ("Tensor(", "0.5", "float32")),
+    ]:
+        assert all(part in text for part in parts), text
+    assert "requires_grad" not in repr(mb.Tensor(1.0))
 
 
 def test_item():

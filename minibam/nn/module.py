@@ -275,11 +275,16 @@ class Module:
         Each value is cast to the dtype of what it fills. Shape mismatches are always
         refused; with ``strict``, missing and unexpected keys are too. Everything is
         checked before anything is written, so a refused load changes nothing.
+
+        As in PyTorch, a checkpoint without batch norm's ``num_batches_tracked``
+        (saved before PyTorch 0.4.1, as the BAM authors' were) still loads: the
+        counter keeps its current value.
         """
         if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state).__name__}")
         entries = {key: (module, registry, name) for key, module, registry, name in self._state_entries()}
-        missing = [k for k in entries if k not in state]
+        missing = [k for k, (_, _, name) in entries.items()
+                   if k not in state and name != "num_batches_tracked"]
         unexpected = [k for k in state.keys() if k not in entries]
         problems: list[str] = []
         staged: list[tuple[Module, str, str, np.ndarray]] = []

@@ -190,9 +190,10 @@ class Conv2d(Function):
     $$\bar W = \sum_n \bar Y_n X_n^\top, \qquad \bar b = \sum_n \bar Y_n \mathbf 1,
     \qquad \bar x = \mathrm{col2im}(W^\top \bar Y).$$
 
-    $W^\top \bar Y$ is formed one kernel offset at a time inside col2im's loop, since
-    the row block of offset (i, j) is $W_{:,:,i,j}^\top \bar Y$: the same sum, without
-    a second array kH kW times the size of x (allocating it cost more than the product).
+    $W^\top \bar Y_n$ is formed one kernel offset at a time inside col2im's loop (its
+    row block for offset (i, j) is $W_{:,:,i,j}^\top \bar Y_n$): the same sums, but no
+    second array kH kW times the size of x. Allocating that array fresh on every call
+    (page faults) cost more than all the arithmetic of the backward.
     For a 1x1 kernel with stride 1 and no padding, $X_n$ is $x_n$ itself viewed as
     (C, H W), so neither im2col nor col2im runs. See docs/derivations/conv.md,
     "Forward as a matrix product", "Backward" and "1x1 convolution".

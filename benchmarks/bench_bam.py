@@ -1,0 +1,22 @@
+"""Time BAM forward + backward (training mode) in minibam beside PyTorch.
+
+    python benchmarks/bench_bam.py [--shapes N,C,H,W ...] [--dtype float32|float64|both]
+                                   [--repeat R] [--threads T] [--quick]
+
+The same as ``minibam bench`` (see ``minibam bench --help``); the timing lives in
+:mod:`minibam.bench`, so that the script and the command cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+try:
+    from minibam.cli import main
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from minibam.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["bench", *sys.argv[1:]]))
