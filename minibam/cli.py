@@ -72,7 +72,7 @@ def parse_shape(text: str, layout: str) -> tuple[int, ...]:
     if parts and parts[-1] == "" and len(parts) > 1:
         parts.pop()  # a trailing comma, as in "(4, 8, 8,)"
     wanted = ",".join(layout)
-    if len(parts) != len(layout) or not all(p.isdigit() for p in parts) or any(int(p) < 1 for p in parts):
+    if len(parts) != len(layout) or not all(p.isascii() and p.isdigit() for p in parts) or any(int(p) < 1 for p in parts):
         raise argparse.ArgumentTypeError(
             f"expected {len(layout)} positive integers {wanted} such as "
             f"{','.join(['4', '64', '8', '8'][-len(layout):])}, got {text!r}"

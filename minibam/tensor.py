@@ -166,7 +166,7 @@ class Tensor:
         """
         if isinstance(other, Tensor):
             return other
-        if isinstance(other, (bool, int, float)):
+        if type(other) in (bool, int, float):  # np.float64 is a float subclass that promotes
             return Tensor._wrap(np.asarray(other, dtype=self.dtype))
         return Tensor(other)
 

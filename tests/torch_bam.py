@@ -106,7 +106,8 @@ def random_params(
     in [0.5, 2], so that eval mode is not the identity normalisation.
     """
     rng = np.random.default_rng(rng)
-    shapes = TorchBAM(gate_channel, reduction_ratio, dilation_conv_num, 1, variant).state_dict()
+    with torch.device("meta"):  # shapes only: no memory, no draw from torch's global RNG
+        shapes = TorchBAM(gate_channel, reduction_ratio, dilation_conv_num, 1, variant).state_dict()
     params: dict[str, np.ndarray] = {}
     for name, tensor in shapes.items():
         shape, is_bn = tuple(tensor.shape), "_bn_" in name

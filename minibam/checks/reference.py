@@ -119,8 +119,10 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz``, read eagerly and never unpickled; errors do not
     repeat the path (the caller names the file)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ReferenceFileError("no such file")
+    if not path.is_file():
+        raise ReferenceFileError("not a file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
