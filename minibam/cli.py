@@ -71,11 +71,11 @@ def parse_shape(text: str, layout: str) -> tuple[int, ...]:
     parts = [p.strip() for p in body.split(",")]
     if parts and parts[-1] == "" and len(parts) > 1:
         parts.pop()  # a trailing comma, as in "(4, 8, 8,)"
-    wanted = ",".join(layout)
-    if len(parts) != len(layout) or not all(p.isascii() and p.isdigit() for p in parts) or any(int(p) < 1 for p in parts):
+    valid = len(parts) == len(layout) and all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts)
+    if not valid:
         raise argparse.ArgumentTypeError(
-            f"expected {len(layout)} positive integers {wanted} such as "
-            f"{','.join(['4', '64', '8', '8'][-len(layout):])}, got {text!r}"
+            f"expected {len(layout)} positive integers {','.join(layout)} such as "
+            f"{','.join({'N': '4', 'C': '64'}.get(letter, '8') for letter in layout)}, got {text!r}"
         )
     return tuple(int(p) for p in parts)
 
@@ -84,7 +84,6 @@ def _shape_type(layout: str) -> Any:
     def parse(text: str) -> tuple[int, ...]:
         return parse_shape(text, layout)
 
-    parse.__name__ = f"{layout} shape"
     return parse
 
 
@@ -113,6 +112,7 @@ def _say(*parts: Any) -> None:
 # ----------------------------------------------------------------------- check
 def run_check(args: argparse.Namespace) -> int:
     from minibam.checks import FD_TOL, TORCH_TOL, all_cases, run_case
+    from minibam.checks.runner import GRAD_FLOOR
 
     torch = None if args.no_torch else optional_torch()
     cases = all_cases(args.seed, args.thorough)
@@ -128,7 +128,8 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         reason = "--no-torch" if args.no_torch else "torch is not installed"
         _say(f"PyTorch comparison skipped ({reason})")
-    _say("rel err = max |minibam - reference| / max |reference|, worst over output and gradients\n")
+    _say(f"rel err = max |minibam - reference| / max |reference| for the output and each gradient "
+         f"(a gradient's denominator at least {GRAD_FLOOR:g} x its case's largest); the worst is shown\n")
     header = f"{'#':>5}  {'op':<18} {'shapes':<58} {'vs FD':>8} {'vs torch':>9}  result"
     _say(header)
     _say("-" * len(header))

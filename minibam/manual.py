@@ -17,6 +17,7 @@ Symbols (paper, section 3; r is the reduction ratio, d the dilation):
     M_c      (N, C)          channel attention: BN(z1) (paper) or z1 (official)
     u0, g0   (N, C/r, H, W)  u0 = f0^{1x1}(F),  g0 = ReLU(BN(u0))
     u_i, g_i (N, C/r, H, W)  u_i = f_i^{3x3, dilation d}(g_{i-1}),  g_i = ReLU(BN(u_i)), i = 1..n
+                             (layers gate_s_conv_di_{i-1} and gate_s_bn_di_{i-1})
     u_f      (N, 1, H, W)    u_f = f_final^{1x1}(g_n)
     M_s      (N, 1, H, W)    spatial attention: BN(u_f) (paper) or u_f (official)
     s        (N, C, H, W)    M_c + M_s (paper) or M_c * M_s (official), both broadcast
@@ -28,10 +29,6 @@ tracks the unbiased one with momentum 0.1 (the new batch gets weight 0.1); eval 
 the running statistics. The caller's arrays are never written to: the buffers after the
 pass come back as new arrays in ``cache["running"]``.
 """
-
-from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 
@@ -71,7 +68,7 @@ def bam_forward(
     training: bool = True,
     dilation_val: int = 4,
     eps: float = 1e-5,
-) -> tuple[np.ndarray, dict[str, Any]]:
+) -> tuple[np.ndarray, dict]:
     """BAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for :func:`bam_backward`.
 
     ``params`` maps ``BAM.state_dict()`` names to arrays (``num_batches_tracked`` may be
@@ -86,7 +83,7 @@ def bam_forward(
       ``params.update(cache["running"])`` does what PyTorch does in place.
     """
     F, n = _check_inputs(x, params, variant, training, dilation_val)
-    layers: dict[str, dict[str, Any]] = {}  # one small cache per layer, by layer name
+    layers: dict[str, dict] = {}  # one small cache per layer, by layer name
     running: dict[str, np.ndarray] = {}
     paper = variant == "paper"
 
@@ -101,6 +98,7 @@ def bam_forward(
         M_c = z1
 
     # ---- spatial branch: M_s = BN(f_final(g_n)), g_i = ReLU(BN(f_i(g_{i-1}))) --------
+    # (u and g are overwritten layer by layer: each layer's cache keeps what it needs)
     u0, layers[CONV_REDUCE] = _conv_forward(F, params, CONV_REDUCE, padding=0, dilation=1)
     g, layers[BN_REDUCE] = _bn_relu_forward(u0, params, BN_REDUCE, training, eps, running)
     for i in range(n):
@@ -127,7 +125,7 @@ def bam_forward(
     return y, cache
 
 
-def bam_backward(dy: np.ndarray, cache: dict[str, Any]) -> dict[str, np.ndarray]:
+def bam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     """BAM backward: dL/dy (N, C, H, W) -> {"x": dL/dx, and dL/dp for every parameter p}.
 
     Parameters are the weights and biases (not the BN buffers), under their
@@ -155,22 +153,27 @@ def bam_backward(dy: np.ndarray, cache: dict[str, Any]) -> dict[str, np.ndarray]
         dM_s = (ds * M_c[:, :, None, None]).sum(axis=1, keepdims=True)
 
     # ---- spatial branch, last layer first -------------------------------------------
+    # M_s = BN(u_f) (paper):  dL/du_f = inv_std (dx_hat - mean dx_hat - x_hat mean(dx_hat x_hat)),
+    # dx_hat = gamma dL/dM_s, means over n, h, w (training; eval: inv_std dx_hat)
     du_f = _bn_backward(dM_s, layers[BN_S_FINAL], grads) if paper else dM_s
     # u_f = f_final(g_n):  dL/dg_n = W_final^T * dL/du_f (col2im), dL/dW_final = dL/du_f * g_n
     dg = _conv_backward(du_f, layers[CONV_FINAL], grads)
-    for i in reversed(range(n)):
-        # g_i = ReLU(BN(u_i)):  dL/du_i = BN'(dL/dg_i * [BN(u_i) > 0])
+    for i in reversed(range(n)):  # layer i holds f_{i+1}: u_{i+1} = f_{i+1}(g_i)
+        # g_{i+1} = ReLU(BN(u_{i+1})):  dL/du_{i+1} = BN'(dL/dg_{i+1} * [BN(u_{i+1}) > 0])
         du = _bn_relu_backward(dg, layers[bn_di(i)], grads)
-        # u_i = f_i(g_{i-1}), a dilated 3x3 convolution:  dL/dg_{i-1} via col2im
+        # u_{i+1} = f_{i+1}(g_i), a dilated 3x3 convolution:  dL/dg_i = col2im(W^T dL/du_{i+1})
         dg = _conv_backward(du, layers[conv_di(i)], grads)
+    # g0 = ReLU(BN(u0)):  dL/du0 = BN'(dL/dg0 * [BN(u0) > 0])
     du0 = _bn_relu_backward(dg, layers[BN_REDUCE], grads)
     # u0 = f0(F), 1x1:  the spatial branch's share of dL/dF
     dF += _conv_backward(du0, layers[CONV_REDUCE], grads)
 
     # ---- channel branch, last layer first -------------------------------------------
+    # M_c = BN(z1) (paper): the same batch-norm backward, means over the batch axis only
     dz1 = _bn_backward(dM_c, layers[BN_C_FINAL], grads) if paper else dM_c
     # z1 = W1 h0 + b1:  dL/dh0 = dL/dz1 W1,  dL/dW1 = dL/dz1^T h0,  dL/db1 = sum_n dL/dz1
     dh0 = _linear_backward(dz1, layers[FC_FINAL], grads)
+    # h0 = ReLU(BN(z0)):  dL/dz0 = BN'(dL/dh0 * [BN(z0) > 0])
     dz0 = _bn_relu_backward(dh0, layers[BN_1], grads)
     # z0 = W0 F_c + b0:  dL/dF_c = dL/dz0 W0
     dF_c = _linear_backward(dz0, layers[FC_0], grads)
@@ -364,7 +367,7 @@ def _param_names(n: int, variant: str) -> list[str]:
 
 
 def _check_inputs(
-    x: Any, params: dict, variant: str, training: bool, dilation_val: int
+    x: np.ndarray, params: dict, variant: str, training: bool, dilation_val: int
 ) -> tuple[np.ndarray, int]:
     """Validate everything up front; return x as a float array and n, the dilated-conv count."""
     if variant not in ("paper", "official"):

@@ -33,7 +33,8 @@ class BamCombine(Function):
 
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, mc: np.ndarray, ms: np.ndarray, combine: str) -> np.ndarray:
-        s = stable_sigmoid(mc + ms if combine == "sum" else mc * ms)
+        a = mc + ms if combine == "sum" else mc * ms
+        s = stable_sigmoid(a, out=a)
         ctx.save_for_backward(x, mc, ms, s)
         ctx.combine = combine
         y = x * s
@@ -50,9 +51,11 @@ class BamCombine(Function):
             dx += grad
         if not (need_mc or need_ms):
             return dx, None, None
-        da = grad * x  # dL/da = dy * x * s * (1 - s), built in place in one buffer
+        da = grad * x  # dL/da = dy * x * s * (1 - s), built in place
         da *= s
-        da *= 1.0 - s
+        one_minus_s = np.subtract(1, s, dtype=s.dtype)
+        da *= one_minus_s
+        del one_minus_s
         if ctx.combine == "sum":
             dmc = da.sum(axis=(2, 3), keepdims=True) if need_mc else None
             dms = da.sum(axis=1, keepdims=True) if need_ms else None
