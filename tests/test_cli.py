@@ -283,11 +283,13 @@ def torch_reference_file(path: Path, variant: str, training: bool, dtype, dilati
 def test_compare_accepts_a_file_written_by_pytorch(tmp_path, capsys, variant, training, dtype):
     path = tmp_path / "torch.npz"
     torch_reference_file(path, variant, training, dtype)
-    code, out, _ = run(capsys, "compare", str(path), *([] if training else ["--eval"]))
+    code, out, _ = run(capsys, "compare", str(path))
     assert code == 0, out
     assert f"variant={variant}" in out and "r=2" in out and "dilated convs=2" in out
     assert "dilation_val not stored in the file, assumed 4" in out
+    assert f"the running means after the pass say {'training' if training else 'eval'}" in out
     assert all(r.endswith("pass") for r in table_rows(out))
+    assert len(table_rows(out)) == 2 + (24 if variant == "paper" else 20) + (18 if variant == "paper" else 12)
 
 
 def test_compare_pytorch_file_with_other_dilation(tmp_path, capsys):
@@ -295,8 +297,10 @@ def test_compare_pytorch_file_with_other_dilation(tmp_path, capsys):
     torch_reference_file(path, "paper", True, np.float64, dilation=2, dilated=1, channels=12, reduction=3)
     code, out, _ = run(capsys, "compare", str(path), "--dilation", "2")
     assert code == 0 and "dilated convs=1, dilation=2" in out and "C=12, r=3" in out
-    # assuming the wrong dilation is caught, not silently accepted
+    # assuming the wrong dilation or mode is caught, not silently accepted
     code, out, _ = run(capsys, "compare", str(path))
+    assert code == 1 and "differ beyond tolerance" in out and "--dilation D" in out
+    code, out, _ = run(capsys, "compare", str(path), "--dilation", "2", "--eval")
     assert code == 1 and "differ beyond tolerance" in out
 
 

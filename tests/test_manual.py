@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from minibam import manual
 
 torch = pytest.importorskip("torch")
-from tests.torch_bam import random_params, run_reference  # noqa: E402  (needs torch)
+from torch_bam import random_params, run_reference  # noqa: E402  (needs torch)
 
 VARIANTS = ("paper", "official")
 RTOL = 1e-9

@@ -18,8 +18,8 @@ Format (version 1), every entry a plain array (no pickles):
 Names are ``BAM.state_dict()``'s, which are those of the authors' PyTorch code, so a
 file written from a PyTorch BAM needs no renaming. Without ``meta``, the configuration
 is read off the parameter shapes (C, C/r, the number of dilated convs, and the variant
-from whether the closing BatchNorms exist); the dilation and the mode cannot be, and
-default to 4 and training unless given.
+from whether the closing BatchNorms exist), and the mode from whether ``after.*``
+moved the running means; the dilation cannot be, and defaults to 4 unless given.
 """
 
 from __future__ import annotations
@@ -193,6 +193,17 @@ def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
             return stored
         notes.append(f"{name} not stored in the file, assumed {default}")
         return default
+
+    if training is None and _meta(arrays, "training", bool) is None:
+        # Training moves the running means; evaluation leaves them as they were.
+        # Compared in float32: a float32 file may hold float64 parameters, rounded in after.*.
+        moved = [not np.array_equal(arrays[k].astype(np.float32), params[k[len("after."):]].astype(np.float32))
+                 for k in arrays
+                 if k.startswith("after.") and k.endswith(".running_mean") and k[len("after."):] in params]
+        if moved:
+            training = any(moved)
+            notes.append(f"mode not stored in the file; the running means after the pass say "
+                         f"{'training' if training else 'eval'}")
 
     config = BamConfig(
         gate_channel=channels,
