@@ -404,9 +404,10 @@ def test_bad_input_messages_say_what_is_wrong(tmp_path, capsys):
     for kind, words in expected.items():
         _, _, err = run(capsys, "compare", files[kind])
         assert words in err, (kind, err)
-    _, _, err = run(capsys, "reference", "--channels", "8", "--shape", "4,x,8", "--out", "r.npz")
+    out = str(tmp_path / "r.npz")
+    _, _, err = run(capsys, "reference", "--channels", "8", "--shape", "4,x,8", "--out", out)
     assert "--shape" in err and "4,x,8" in err
-    _, _, err = run(capsys, "reference", "--channels", "8", "--shape", "4,8,8", "--out", "r.npz")
+    _, _, err = run(capsys, "reference", "--channels", "8", "--shape", "4,8,8", "--out", out)
     assert "gate_channel=8" in err and "reduction_ratio=16" in err
 
 

@@ -92,6 +92,16 @@ def shape_cases(rng: np.random.Generator) -> list[Case]:
         op("expand", lambda t: F.expand(t, 2, 3, 4), lambda T, t: t.expand(2, 3, 4), "-> 2x3x4",
            x=rng.standard_normal((3, 1))),
         op("slice", lambda t: t[1:, ::2, :-1], lambda T, t: t[1:, ::2, :-1], "[1:, ::2, :-1]", x=x),
+        op("flatten", lambda t: F.flatten(t, 1), lambda T, t: t.flatten(1), "start_dim=1", x=x),
+    ]
+
+
+def loss_cases(rng: np.random.Generator) -> list[Case]:
+    targets = rng.integers(0, 5, 4)
+    return [
+        op("cross_entropy", lambda z: F.cross_entropy(z, targets),
+           lambda T, z: T.nn.functional.cross_entropy(z, T.from_numpy(targets)), "mean over N",
+           logits=2 * rng.standard_normal((4, 5))),
     ]
 
 
@@ -206,4 +216,5 @@ def op_cases(rng: np.random.Generator, thorough: bool = False) -> list[Case]:
         + conv_cases(rng, thorough)
         + norm_pool_cases(rng, thorough)
         + combine_cases(rng)
+        + loss_cases(rng)
     )

@@ -158,6 +158,12 @@ def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
         found = ", ".join(sorted(arrays)[:8]) + (", ..." if len(arrays) > 8 else "")
         lacking = ", ".join(missing + ([] if _FC0 in params else [f"param.{_FC0}"]))
         raise ReferenceFileError(f"not a BAM reference case: no {lacking} (found: {found or 'nothing'})")
+    not_numbers = [k for k, v in arrays.items() if not k.startswith("meta.") and v.dtype.kind not in "biuf"]
+    if not_numbers:
+        raise ReferenceFileError(
+            f"{not_numbers[0]} holds {arrays[not_numbers[0]].dtype}, not numbers"
+            + (f" (and {len(not_numbers) - 1} more)" if len(not_numbers) > 1 else "")
+        )
     fmt = _meta(arrays, "format", str)
     if fmt is not None and fmt != FORMAT:
         raise ReferenceFileError(f"meta.format is {fmt!r}, not {FORMAT!r}")

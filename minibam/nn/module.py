@@ -277,8 +277,8 @@ class Module:
         checked before anything is written, so a refused load changes nothing.
 
         As in PyTorch, a checkpoint without batch norm's ``num_batches_tracked``
-        (saved before PyTorch 0.4.1, as the BAM authors' were) still loads: the
-        counter keeps its current value.
+        (any saved before PyTorch 0.4.1 added that buffer) still loads: the counter
+        keeps its current value.
         """
         if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state).__name__}")

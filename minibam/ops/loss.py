@@ -14,7 +14,8 @@ from minibam.tensor import Tensor
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     shifted = z - z.max(axis=1, keepdims=True)  # exp never overflows
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    with np.errstate(under="ignore"):  # exp(-2000) = 0 is the right value
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 class CrossEntropy(Function):
@@ -34,7 +35,8 @@ class CrossEntropy(Function):
     def backward(ctx: Context, grad: np.ndarray) -> tuple:
         log_p, targets = ctx.saved
         n = log_p.shape[0]
-        dz = np.exp(log_p)
+        with np.errstate(under="ignore"):
+            dz = np.exp(log_p)
         dz[np.arange(n), targets] -= 1.0
         dz *= grad / n
         return (dz,)

@@ -52,7 +52,7 @@ class Transpose(Function):
 
 
 class Expand(Function):
-    r"""$y = $ broadcast of x to a larger shape;  $\bar x = $ ``unbroadcast``$(\bar y)$."""
+    r"""y is x broadcast to a larger shape;  $\bar x$ is ``unbroadcast``$(\bar y)$, the sum over the stretched axes."""
 
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, shape: tuple) -> np.ndarray:
