@@ -17,7 +17,7 @@ import pytest
 
 import minibam as mb
 from minibam import functional as F
-from minibam import viz
+from minibam import nn, viz
 from minibam.function import Function, Node
 
 # ----------------------------------------------------------------- helpers
@@ -485,3 +485,68 @@ def test_grad_table_zero_parameter_and_empty_module():
     assert rows["fc.weight"][1] == "0.000e+00" and rows["fc.weight"][3] == "-"
     assert rows["fc.weight"][2] == f"{np.linalg.norm(w.grad):.3e}"
     assert viz.grad_table(FakeModule({})) == "no parameters"
+
+
+# ------------------------------------------------------------------- BAM graphs
+BAM_COUNTS = {  # ops per branch, parameters per branch
+    "paper": {"channel_att": (8, 8), "spatial_att": (11, 16)},
+    "official": {"channel_att": (7, 6), "spatial_att": (10, 14)},
+}
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_bam_graph_has_two_separate_branches(variant):
+    bam = nn.BAM(8, 2, variant=variant)
+    x = rand(2, 8, 5, 6, requires_grad=True)
+    y = bam(x)
+    nodes, edges = parse(viz.to_dot(y, modules=bam))
+    ops, tensors = kinds(nodes, "f"), kinds(nodes, "t")
+    counts = BAM_COUNTS[variant]
+    n_ops = sum(o for o, _ in counts.values()) + 1  # + the fused combine
+    n_params = sum(p for _, p in counts.values())
+    assert len(ops) == n_ops
+    assert len(tensors) == n_ops + n_params + 1  # op outputs, parameters, x
+    # every op has one output edge, and as many input edges as tensor inputs it drew
+    assert len(edges) == sum(1 for a, b in edges if a.startswith("f")) + \
+        sum(1 for a, b in edges if b.startswith("f"))
+    for branch, (n_branch_ops, n_branch_params) in counts.items():
+        inside = [n for n in ops.values() if n.clusters and n.clusters[0] == branch]
+        assert len(inside) == n_branch_ops, branch
+        params = [n for n in tensors.values()
+                  if "cfe2f3" in n.attrs and n.clusters and n.clusters[0] == branch]
+        assert len(params) == n_branch_params, branch
+        assert all(n.label.split("\n")[0] in ("weight", "bias") for n in params)
+    combine = [n for n in ops.values() if n.label.startswith("BamCombine")]
+    assert len(combine) == 1 and combine[0].clusters == ()
+    assert ("sum" if variant == "paper" else "product") in combine[0].label
+    dilated = [n for n in ops.values() if n.label.startswith("Conv2d") and "d=4" in n.label]
+    assert len(dilated) == 2 and all("p=4" in n.label for n in dilated)
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_bam_graph_collapsed_fits_on_a_screen(variant):
+    bam = nn.BAM(8, 2, variant=variant)
+    y = bam(rand(2, 8, 5, 6, requires_grad=True))
+    nodes, edges = parse(viz.to_dot(y, modules=bam, collapse="module"))
+    boxes = kinds(nodes, "m")
+    assert sorted(n.label.split("\n")[0] for n in boxes.values()) == ["channel_att", "spatial_att"]
+    for box in boxes.values():
+        name = box.label.split("\n")[0]
+        n_ops, n_params = BAM_COUNTS[variant][name]
+        assert f"{n_ops} ops, {n_params} params" in box.label
+    assert len(kinds(nodes, "f")) == 1  # only the combine op stays outside the boxes
+    # x, the two maps that leave the boxes, and y
+    shapes = sorted(n.label.split(" float")[0] for n in kinds(nodes, "t").values())
+    assert shapes == ["(2, 1, 5, 6)", "(2, 8, 1, 1)", "(2, 8, 5, 6)", "(2, 8, 5, 6)"]
+    assert len(edges) == 8
+
+
+def test_bamnet_collapsed_draws_one_box_per_stage_and_bam():
+    mb.manual_seed(0)
+    net = nn.BAMNet(in_channels=1, num_classes=3, widths=(4, 8), reduction_ratio=2, dilation_val=1)
+    loss = mb.functional.cross_entropy(net(rand(2, 1, 8, 8)), np.array([0, 2]))
+    loss.backward()
+    nodes, _ = parse(viz.to_dot(loss, modules=net, collapse="module"))
+    names = sorted(n.label.split("\n")[0] for n in kinds(nodes, "m").values())
+    assert names == ["bam0", "head", "stage0", "stage1", "stem"]
+    assert "|grad|" in " ".join(n.label for n in kinds(nodes, "m").values())
