@@ -285,17 +285,23 @@ def _topological_order(root: Tensor) -> list[Tensor]:
 
 
 def _run_backward(root: Tensor, grad: np.ndarray) -> None:
-    pending: dict[int, np.ndarray] = {id(root): grad}
+    # pending[id(t)] = (dL/dt so far, whether the engine owns that array). An owned
+    # array is a fresh result nobody else holds, so a leaf may keep it as .grad
+    # without a copy; anything else (the caller's gradient, an upstream gradient
+    # passed through unchanged, a view of one) is copied before it becomes .grad.
+    pending: dict[int, tuple[np.ndarray, bool]] = {id(root): (grad, False)}
     for tensor in reversed(_topological_order(root)):
-        g = pending.pop(id(tensor), None)
+        g, owned = pending.pop(id(tensor), (None, False))
         if g is None:
             continue
-        if tensor._node is None or tensor._retains_grad:
-            if tensor.grad is None:
-                tensor.grad = np.array(g, dtype=tensor.dtype, copy=True)
-            else:
-                tensor.grad += g
         node = tensor._node
+        if node is None or tensor._retains_grad:
+            if tensor.grad is not None:
+                tensor.grad += g
+            elif owned and node is None and g.dtype == tensor.dtype:
+                tensor.grad = g
+            else:
+                tensor.grad = np.array(g, dtype=tensor.dtype, copy=True)
         if node is None:
             continue
         input_grads = node.function.backward(node.ctx, g)
@@ -307,6 +313,7 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
                 f"{'' if count is None else f' of length {count}'}; it must return a tuple "
                 f"with one gradient (or None) per input, {len(node.inputs)} in all"
             )
+        returned = [id(pg) for pg in input_grads if pg is not None]
         for parent, parent_grad in zip(node.inputs, input_grads, strict=True):
             if parent is None or parent_grad is None or not parent.requires_grad:
                 continue
@@ -315,11 +322,18 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
                     f"{node.name}.backward returned a gradient of shape "
                     f"{parent_grad.shape} for an input of shape {parent.shape}"
                 )
+            fresh = (
+                parent_grad is not g
+                and parent_grad.base is None
+                and returned.count(id(parent_grad)) == 1
+            )
             if parent_grad.dtype != parent.dtype:
-                parent_grad = parent_grad.astype(parent.dtype)
+                parent_grad, fresh = parent_grad.astype(parent.dtype), True
             key = id(parent)
-            # Out of place: a backward may hand the same array to two inputs.
-            pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
+            if key in pending:  # out of place: the earlier array may not be ours
+                pending[key] = (pending[key][0] + parent_grad, True)
+            else:
+                pending[key] = (parent_grad, fresh)
 
 
 from minibam.ops import activation as _act  # noqa: E402

@@ -289,3 +289,25 @@ def test_tensor_ops_leave_tensor_data_alone(x):
     y.backward()
     np.testing.assert_array_equal(t.data, before)
     np.testing.assert_array_equal(x, before)
+
+
+def test_leaf_gradients_never_share_memory():
+    """The engine keeps a fresh backward result as .grad without copying it; arrays
+    passed through unchanged (by add, reshape, ...) or handed to two inputs are copied."""
+    a = mb.Tensor(np.ones((2, 3)), requires_grad=True)
+    b = mb.Tensor(np.ones((2, 3)), requires_grad=True)
+    c = mb.Tensor(np.ones((3, 2)), requires_grad=True)
+    d = mb.Tensor(np.ones((2, 3)), requires_grad=True)
+    g = np.random.default_rng(0).standard_normal((2, 3))
+    y = a + b + c.reshape(2, 3) + d * 2.0
+    y.backward(g)
+    grads = [a.grad, b.grad, c.grad, d.grad]
+    for i, gi in enumerate(grads):
+        assert not np.shares_memory(gi, g)
+        for gj in grads[i + 1:]:
+            assert not np.shares_memory(gi, gj)
+    y.backward(g)  # accumulating into one leaf must not change another
+    np.testing.assert_allclose(a.grad, 2 * g)
+    np.testing.assert_allclose(b.grad, 2 * g)
+    np.testing.assert_allclose(c.grad, 2 * g.reshape(3, 2))
+    np.testing.assert_allclose(d.grad, 4 * g)
