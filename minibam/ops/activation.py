@@ -21,12 +21,20 @@ def stable_sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     the formula PyTorch's CPU kernel uses. See docs/derivations/activations.md,
     "A sigmoid that never overflows". ``out=x`` overwrites ``x`` instead of allocating.
     """
+    return sigmoid_of_negated(np.negative(x, out=np.empty_like(x) if out is None else out))
+
+
+def sigmoid_of_negated(neg_x: np.ndarray) -> np.ndarray:
+    r"""$\sigma(x) = 1/(1+e^{-x})$ given $-x$, computed in place in ``neg_x``.
+
+    For callers that can build $-x$ for free (BAM negates its small maps before
+    broadcasting them), saving a pass over a full-size array.
+    """
     with np.errstate(over="ignore", under="ignore"):  # both give the right limit
-        s = np.negative(x, out=np.empty_like(x) if out is None else out)  # out=: 0-d stays an array
-        np.exp(s, out=s)
-    s += 1
-    np.reciprocal(s, out=s)
-    return s
+        np.exp(neg_x, out=neg_x)
+    neg_x += 1
+    np.reciprocal(neg_x, out=neg_x)
+    return neg_x
 
 
 class Sigmoid(Function):

@@ -12,7 +12,7 @@ import numpy as np
 
 from minibam.function import Context, Function
 from minibam.ops._checks import require_tensor
-from minibam.ops.activation import stable_sigmoid
+from minibam.ops.activation import sigmoid_of_negated
 from minibam.tensor import Tensor
 
 COMBINE = ("sum", "product")
@@ -33,8 +33,9 @@ class BamCombine(Function):
 
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, mc: np.ndarray, ms: np.ndarray, combine: str) -> np.ndarray:
-        a = mc + ms if combine == "sum" else mc * ms
-        s = stable_sigmoid(a, out=a)
+        # -a, negating the small maps before they broadcast: a free pass at full size
+        neg_a = np.add(-mc, -ms) if combine == "sum" else np.multiply(-mc, ms)
+        s = sigmoid_of_negated(neg_a)
         ctx.save_for_backward(x, mc, ms, s)
         ctx.combine = combine
         y = x * s
@@ -45,17 +46,13 @@ class BamCombine(Function):
     def backward(ctx: Context, grad: np.ndarray) -> tuple:
         x, mc, ms, s = ctx.saved
         need_x, need_mc, need_ms = ctx.needs_input_grad
-        dx = None
-        if need_x:
-            dx = grad * s
-            dx += grad
+        p = grad * s  # ybar s
+        dx = p + grad if need_x else None  # ybar (1 + s)
         if not (need_mc or need_ms):
             return dx, None, None
-        da = grad * x  # dL/da = dy * x * s * (1 - s), built in place
-        da *= s
-        one_minus_s = np.subtract(1, s, dtype=s.dtype)
-        da *= one_minus_s
-        del one_minus_s
+        p *= x  # ybar x s
+        da = p
+        da -= p * s  # abar = ybar x s (1 - s), in p's buffer
         if ctx.combine == "sum":
             dmc = da.sum(axis=(2, 3), keepdims=True) if need_mc else None
             dms = da.sum(axis=1, keepdims=True) if need_ms else None
