@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test,docs]"
+.venv/bin/python -m pip install --quiet -e ".[test,docs,notebooks]"
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"
 DOCS_PYTHON=.venv/bin/python bash scripts/build_docs.sh --site-dir "$(mktemp -d)"

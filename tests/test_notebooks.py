@@ -110,6 +110,11 @@ def test_notebook_runs_top_to_bottom(path: Path, monkeypatch: pytest.MonkeyPatch
     # The kernel is a child process: it inherits this environment when it starts.
     pythonpath = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(pythonpath))
+    # The notebooks' matrices are small. On a shared 2-core machine, BLAS threads that
+    # spin-wait for each other can make a notebook several times slower.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        if var not in os.environ:
+            monkeypatch.setenv(var, "1")
 
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

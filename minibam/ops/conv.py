@@ -17,6 +17,8 @@ order of ``weight.reshape(O, C * kH * kW)``. Then ``weight_matrix @ cols`` is on
 (N, O, oH, oW) order after a free reshape: no transpose of the output, no Python loop
 over the batch. With a 1x1 kernel, stride 1 and no padding, ``cols`` is simply ``x``
 viewed as (N, C, H * W), which is why those convolutions skip im2col altogether.
+(The other common layout, (C*kH*kW, N*oH*oW), makes the product a single un-batched
+GEMM, but then the output and its gradient need transposing; it measured no faster.)
 
 Hyper-parameters follow PyTorch: each is an int or an (H, W) pair, dilation 1 means no
 gaps, the effective kernel is d (k - 1) + 1, and the output size is
