@@ -219,14 +219,19 @@ def test_float32_end_to_end(kernel, params):
     assert col2im(cols, x.shape, kernel, **params).dtype == np.float32
 
 
-def test_mixed_dtypes_promote_as_numpy():
+@pytest.mark.parametrize("kernel, params", [((3, 3), {"padding": 1}), ((1, 1), {})])
+def test_mixed_dtypes_promote_as_numpy(kernel, params):
     rng = np.random.default_rng(0)
-    xt = mb.Tensor(_normal(rng, (1, 2, 5, 5), np.float32), requires_grad=True)
-    wt = mb.Tensor(_normal(rng, (3, 2, 3, 3)), requires_grad=True)
-    y = F.conv2d(xt, wt, padding=1)
+    x, weight = _normal(rng, (1, 2, 5, 5), np.float32), _normal(rng, (3, 2, *kernel))
+    xt, wt = mb.Tensor(x, requires_grad=True), mb.Tensor(weight, requires_grad=True)
+    y = F.conv2d(xt, wt, **params)
     assert y.dtype == np.float64
-    y.backward(random_upstream(y.shape, 0))
+    upstream = random_upstream(y.shape, 0)
+    y.backward(upstream)
     assert xt.grad.dtype == np.float32 and wt.grad.dtype == np.float64
+    x64 = mb.Tensor(x.astype(np.float64), requires_grad=True)
+    F.conv2d(x64, mb.Tensor(weight), **params).backward(upstream)
+    np.testing.assert_allclose(xt.grad, x64.grad, rtol=1e-6)
 
 
 def test_im2col_col2im_do_not_mutate_inputs():

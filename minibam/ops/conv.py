@@ -121,7 +121,7 @@ def fold(
             # Basic slices of one offset never overlap themselves, so += is exact;
             # overlaps between offsets are summed by the loop (np.add.at is far slower).
             padded[(slice(None), slice(None), *_window(g, i, j))] += slab(i, j)
-    return padded[:, :, ph : ph + h, pw : pw + w]
+    return padded[:, :, ph : ph + h, pw : pw + w] if ph or pw else padded
 
 
 def im2col(
@@ -233,7 +233,10 @@ class Conv2d(Function):
         if need_x:
             g = ctx.geometry
             if g.is_pointwise:
-                gx = np.matmul(weight.reshape(o, -1).T, g3).reshape(ctx.x_shape)
+                # Written through a view into a fresh array of x's shape, so the engine
+                # can keep it as x.grad without copying (a reshaped result is a view).
+                gx = np.empty(ctx.x_shape, dtype=np.result_type(weight, grad))
+                np.matmul(weight.reshape(o, -1).T, g3, out=gx.reshape(n, ctx.x_shape[1], -1))
             else:
                 c = ctx.x_shape[1]
                 dtype = np.result_type(weight, grad)
