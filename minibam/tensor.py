@@ -323,15 +323,20 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
                     f"{parent_grad.shape} for an input of shape {parent.shape}"
                 )
             fresh = (
-                parent_grad is not g
+                type(parent_grad) is np.ndarray  # not a NumPy scalar from a 0-d reduction
+                and parent_grad is not g
                 and parent_grad.base is None
                 and returned.count(id(parent_grad)) == 1
             )
             if parent_grad.dtype != parent.dtype:
-                parent_grad, fresh = parent_grad.astype(parent.dtype), True
+                parent_grad, fresh = np.asarray(parent_grad.astype(parent.dtype)), True
             key = id(parent)
-            if key in pending:  # out of place: the earlier array may not be ours
-                pending[key] = (pending[key][0] + parent_grad, True)
+            if key in pending:
+                previous, previous_owned = pending[key]
+                if previous_owned:  # ours alone: add in place, no new full-size array
+                    previous += parent_grad
+                else:
+                    pending[key] = (previous + parent_grad, True)
             else:
                 pending[key] = (parent_grad, fresh)
 
