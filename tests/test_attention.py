@@ -1,0 +1,120 @@
+"""F.bam_combine, BAM's fused last step: y = x * (1 + sigmoid(M_c (+|*) M_s))."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import seeds
+from torch_ref import assert_matches_torch
+
+import minibam as mb
+from minibam import functional as F
+
+COMBINES = ["sum", "product"]
+
+
+def torch_combine(combine):
+    import torch
+
+    def f(x, mc, ms):
+        a = mc + ms if combine == "sum" else mc * ms
+        return x * (1 + torch.sigmoid(a))
+
+    return f
+
+
+@st.composite
+def cases(draw):
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    h, w = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    rng = np.random.default_rng(draw(seeds()))
+    scale = draw(st.sampled_from([0.5, 3.0, 40.0]))  # 40: saturated sigmoids
+    return (rng.standard_normal((n, c, h, w)), rng.standard_normal((n, c, 1, 1)) * scale,
+            rng.standard_normal((n, 1, h, w)) * scale)
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+@given(case=cases(), seed=seeds())
+def test_matches_torch(combine, case, seed):
+    assert_matches_torch(lambda x, mc, ms: F.bam_combine(x, mc, ms, combine),
+                         torch_combine(combine), list(case), seed=seed)
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+def test_large_maps_span_several_cache_blocks(combine):
+    """C * H * W above the backward's block size, so the blocked loop is exercised."""
+    rng = np.random.default_rng(1)
+    case = [rng.standard_normal((2, 70, 31, 29)), rng.standard_normal((2, 70, 1, 1)),
+            rng.standard_normal((2, 1, 31, 29))]
+    assert_matches_torch(lambda x, mc, ms: F.bam_combine(x, mc, ms, combine),
+                         torch_combine(combine), case, seed=2)
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+@given(case=cases())
+def test_finite_differences(combine, case):
+    x, mc, ms = (mb.Tensor(np.clip(a, -4, 4), requires_grad=True) for a in case)
+    assert mb.gradcheck(lambda x, mc, ms: F.bam_combine(x, mc, ms, combine), [x, mc, ms])
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+@pytest.mark.parametrize("which", [(True, False, False), (False, True, False), (False, False, True)])
+def test_only_the_gradients_asked_for(combine, which):
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 1, 1)),
+              rng.standard_normal((2, 1, 4, 5))]
+    full = [mb.Tensor(a, requires_grad=True) for a in arrays]
+    some = [mb.Tensor(a, requires_grad=r) for a, r in zip(arrays, which)]
+    dy = rng.standard_normal((2, 3, 4, 5))
+    F.bam_combine(*full, combine).backward(dy)
+    F.bam_combine(*some, combine).backward(dy)
+    for f, s in zip(full, some):
+        if s.requires_grad:
+            np.testing.assert_allclose(s.grad, f.grad, rtol=1e-14)
+        else:
+            assert s.grad is None
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+def test_float32_and_no_overflow(combine):
+    x = mb.Tensor(np.ones((2, 2, 2, 2), np.float32), requires_grad=True)
+    mc = mb.Tensor(np.full((2, 2, 1, 1), -1000, np.float32), requires_grad=True)
+    ms = mb.Tensor(np.full((2, 1, 2, 2), 1000 if combine == "product" else -1000, np.float32),
+                   requires_grad=True)
+    with np.errstate(all="raise"):
+        y = F.bam_combine(x, mc, ms, combine)
+        y.backward(np.ones((2, 2, 2, 2), np.float32))
+    assert y.dtype == np.float32 and all(t.grad.dtype == np.float32 for t in (x, mc, ms))
+    np.testing.assert_array_equal(y.data, 1.0)  # sigmoid(-huge) = 0 exactly
+    np.testing.assert_array_equal(mc.grad, 0.0)
+
+
+def test_inputs_are_not_mutated():
+    rng = np.random.default_rng(4)
+    arrays = [rng.standard_normal((2, 3, 4, 5)), rng.standard_normal((2, 3, 1, 1)),
+              rng.standard_normal((2, 1, 4, 5))]
+    copies = [a.copy() for a in arrays]
+    tensors = [mb.Tensor(a, requires_grad=True) for a in arrays]
+    dy = rng.standard_normal((2, 3, 4, 5))
+    dy_copy = dy.copy()
+    F.bam_combine(*tensors, "product").backward(dy)
+    for t, c in zip(tensors, copies):
+        np.testing.assert_array_equal(t.data, c)
+    np.testing.assert_array_equal(dy, dy_copy)
+
+
+def test_errors():
+    x = mb.Tensor(np.zeros((2, 3, 4, 5)))
+    mc, ms = mb.Tensor(np.zeros((2, 3, 1, 1))), mb.Tensor(np.zeros((2, 1, 4, 5)))
+    with pytest.raises(ValueError, match="combine"):
+        F.bam_combine(x, mc, ms, "mean")
+    with pytest.raises(ValueError, match=r"\(2, 3, 1, 1\)"):
+        F.bam_combine(x, mb.Tensor(np.zeros((2, 3))), ms)
+    with pytest.raises(ValueError, match=r"\(2, 1, 4, 5\)"):
+        F.bam_combine(x, mc, mb.Tensor(np.zeros((2, 1, 5, 4))))
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        F.bam_combine(mb.Tensor(np.zeros((2, 3))), mc, ms)
+    with pytest.raises(TypeError):
+        F.bam_combine(np.zeros((2, 3, 4, 5)), mc, ms)
