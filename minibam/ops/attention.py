@@ -33,13 +33,21 @@ class BamCombine(Function):
 
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, mc: np.ndarray, ms: np.ndarray, combine: str) -> np.ndarray:
-        # -a, negating the small maps before they broadcast: a free pass at full size
-        neg_a = np.add(-mc, -ms) if combine == "sum" else np.multiply(-mc, ms)
-        s = sigmoid_of_negated(neg_a)
+        n, c, h, w = x.shape
+        dtype = np.result_type(x, mc, ms)
+        s, y = np.empty(x.shape, dtype), np.empty(x.shape, dtype)
+        neg_mc = -mc  # -a from the negated small map: the negation costs nothing at full size
+        for i, cs in _blocks(n, c, h * w):
+            s_i, y_i = s[i, cs], y[i, cs]
+            if combine == "sum":
+                np.subtract(neg_mc[i, cs], ms[i], out=s_i)
+            else:
+                np.multiply(neg_mc[i, cs], ms[i], out=s_i)
+            sigmoid_of_negated(s_i)  # s = sigma(a)
+            np.multiply(x[i, cs], s_i, out=y_i)
+            y_i += x[i, cs]  # y = x (1 + s)
         ctx.save_for_backward(x, mc, ms, s)
         ctx.combine = combine
-        y = x * s
-        y += x
         return y
 
     @staticmethod
@@ -51,8 +59,6 @@ class BamCombine(Function):
         dx = np.empty(x.shape, dtype) if need_x else None
         dmc = np.empty((n, c, 1, 1), dtype) if need_mc else None
         dms = np.zeros((n, 1, h, w), dtype) if need_ms else None
-        # One sample and a block of channels at a time: the temporaries stay in the
-        # CPU cache instead of being full (N, C, H, W) arrays (2-3x faster).
         for i, cs in _blocks(n, c, h * w):
             g, s_i = grad[i, cs], s[i, cs]
             p = g * s_i  # ybar s
@@ -64,9 +70,9 @@ class BamCombine(Function):
             p -= p * s_i  # abar = ybar x s (1 - s)
             if ctx.combine == "sum":
                 if need_mc:
-                    dmc[i, cs] = p.sum(axis=(1, 2), keepdims=True)
+                    dmc[i, cs] = p.sum(axis=(1, 2), keepdims=True)  # sum over h, w
                 if need_ms:
-                    dms[i, 0] += p.sum(axis=0)
+                    dms[i, 0] += p.sum(axis=0)  # sum over this block's channels
             else:
                 if need_mc:
                     dmc[i, cs, 0, 0] = np.einsum("chw,hw->c", p, ms[i, 0])
@@ -75,8 +81,12 @@ class BamCombine(Function):
         return dx, dmc, dms
 
 
-def _blocks(n: int, c: int, plane: int, elements: int = 1 << 15):
-    """(sample, channel slice) blocks of about ``elements`` values each."""
+def _blocks(n: int, c: int, plane: int, elements: int = 1 << 16):
+    """(sample, channel slice) blocks of about ``elements`` values each.
+
+    Working block by block keeps every temporary in the CPU cache instead of making it
+    a full (N, C, H, W) array: the backward runs 2-3x faster than whole-array NumPy.
+    """
     step = max(1, elements // max(plane, 1))
     for i in range(n):
         for start in range(0, c, step):
