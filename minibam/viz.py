@@ -382,7 +382,10 @@ def _op_label(name: str, params: dict) -> str:
     for key, value in params.items():
         # A named tuple of hyper-parameters (conv's geometry) is shown field by field.
         flat += value._asdict().items() if hasattr(value, "_asdict") else [(key, value)]
-    shown = [_param_text(key, value) for key, value in flat if key not in _DERIVED]
+    # An op's working dtype is its output's, already on the output's node; only a cast
+    # is about its dtype.
+    hidden = _DERIVED if name == "Cast" else {*_DERIVED, "dtype"}
+    shown = [_param_text(key, value) for key, value in flat if key not in hidden]
     return " ".join([name, *sorted(text for text in shown if text is not None)])
 
 

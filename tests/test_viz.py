@@ -217,7 +217,7 @@ def test_conv_like_hyper_parameters_are_short_and_skip_defaults():
     # A named tuple of hyper-parameters is shown field by field; the output size is not.
     g = _Geometry(kernel=(3, 3), stride=(1, 1), padding=(4, 4), dilation=(4, 4), out=(6, 6))
     labels = {v.label for v in kinds(parse(viz.to_dot(_Conv.apply(z, g=g)))[0], "f").values()}
-    assert labels == {"_Conv d=4 eps=1e-05 p=4 training", "_Conv dtype=float32 p=(1, 2) s=2",
+    assert labels == {"_Conv d=4 eps=1e-05 p=4 training", "_Conv p=(1, 2) s=2",
                       "_Conv d=4 k=3 p=4"}
 
 
