@@ -29,7 +29,7 @@ def first_bam_maps(net: nn.BAMNet, x: np.ndarray) -> dict[str, np.ndarray]:
     net.eval()
     h = mb.Tensor(x)
     with mb.no_grad():
-        for name, module in net.named_children():
+        for module in net.children():
             if isinstance(module, nn.BAM):
                 return module.attention_maps(h)
             h = module(h)
