@@ -259,11 +259,12 @@ class Tensor:
         return _ew.cast(self, np.float64)
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Tensors that ``root`` depends on, each after all of its inputs.
+def topological_order(root: Tensor, needing_grad_only: bool = True) -> list[Tensor]:
+    """Tensors that ``root`` depends on, each after all of its inputs, ``root`` last.
 
-    Depth-first search with an explicit stack, so a chain of 10,000 ops does not
-    touch Python's recursion limit.
+    Depth-first search with an explicit stack, so a chain of 10,000 ops does not touch
+    Python's recursion limit. The backward walk needs only the inputs that require a
+    gradient; a drawing (``minibam.viz``) wants every input, in argument order.
     """
     order: list[Tensor] = []
     seen: set[int] = set()
@@ -278,8 +279,10 @@ def _topological_order(root: Tensor) -> list[Tensor]:
         seen.add(id(tensor))
         stack.append((tensor, True))
         if tensor._node is not None:
-            for parent in tensor._node.inputs:
-                if parent is not None and parent.requires_grad and id(parent) not in seen:
+            for parent in reversed(tensor._node.inputs):  # first input first
+                if parent is None or id(parent) in seen:
+                    continue
+                if parent.requires_grad or not needing_grad_only:
                     stack.append((parent, False))
     return order
 
@@ -290,7 +293,7 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
     # without a copy; anything else (the caller's gradient, an upstream gradient
     # passed through unchanged, a view of one) is copied before it becomes .grad.
     pending: dict[int, tuple[np.ndarray, bool]] = {id(root): (grad, False)}
-    for tensor in reversed(_topological_order(root)):
+    for tensor in reversed(topological_order(root)):
         g, owned = pending.pop(id(tensor), (None, False))
         if g is None:
             continue

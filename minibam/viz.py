@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from minibam.tensor import Tensor
+from minibam.tensor import Tensor, topological_order
 
 _Path = tuple[str, ...]
 
@@ -175,24 +175,8 @@ class _Walk:
 def _walk(root: Tensor) -> _Walk:
     """Depth-first with an explicit stack, as ``Tensor.backward`` does, but keeping the
     inputs that need no gradient too (data, constants): they are part of the picture."""
-    order: list[Tensor] = []
-    index: dict[int, int] = {}
-    seen: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        tensor, inputs_done = stack.pop()
-        if inputs_done:
-            index[id(tensor)] = len(order)
-            order.append(tensor)
-            continue
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in reversed(tensor._node.inputs):  # reversed: first input drawn first
-                if parent is not None and id(parent) not in seen:
-                    stack.append((parent, False))
+    order = topological_order(root, needing_grad_only=False)
+    index = {id(t): i for i, t in enumerate(order)}
     inputs = [
         [] if t._node is None else [index[id(p)] for p in t._node.inputs if p is not None]
         for t in order

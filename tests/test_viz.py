@@ -253,7 +253,7 @@ def test_float32_dtype_in_labels():
 def test_drawing_records_and_changes_nothing(monkeypatch):
     out, module, params = two_branches()
     out.backward()
-    tensors = mb.tensor._topological_order(out)
+    tensors = mb.tensor.topological_order(out)
     before = [(t._node, t.grad, None if t.grad is None else t.grad.copy(), t.data.copy(),
                None if t._node is None else (t._node.inputs, t._node.ctx)) for t in tensors]
 
@@ -268,7 +268,7 @@ def test_drawing_records_and_changes_nothing(monkeypatch):
     monkeypatch.undo()
 
     assert mb.is_grad_enabled()
-    assert len(mb.tensor._topological_order(out)) == len(tensors)
+    assert len(mb.tensor.topological_order(out)) == len(tensors)
     for t, (node, grad, grad_copy, data, links) in zip(tensors, before, strict=True):
         assert t._node is node and t.grad is grad
         np.testing.assert_array_equal(t.data, data)
