@@ -33,6 +33,27 @@ def _loss(fn: Callable[..., Tensor], inputs: list, upstream: np.ndarray) -> floa
         return float(np.sum(fn(*inputs).data * upstream))
 
 
+def numeric_gradient(loss: Callable[[], float], x: np.ndarray, eps: float) -> np.ndarray:
+    """Central differences of ``loss()`` with respect to every element of ``x``.
+
+    ``x`` is perturbed in place, one element at a time, and restored; ``loss`` must read
+    it (``x`` is the ``.data`` of a tensor that ``loss`` uses).
+    """
+    flat = x.reshape(-1)
+    if not np.shares_memory(flat, x):  # perturbing a copy would measure nothing
+        raise ValueError("numeric_gradient: x must be contiguous, so that it is perturbed in place")
+    numeric = np.empty(flat.size)
+    for k in range(flat.size):
+        original = flat[k]
+        flat[k] = original + eps
+        plus = loss()
+        flat[k] = original - eps
+        minus = loss()
+        flat[k] = original
+        numeric[k] = (plus - minus) / (2 * eps)
+    return numeric.reshape(x.shape)
+
+
 def gradcheck(
     fn: Callable[..., Tensor],
     inputs: Sequence[Any],
@@ -71,16 +92,7 @@ def gradcheck(
     for i in checked:
         x = args[i]
         analytic = np.zeros(x.shape) if x.grad is None else x.grad.copy()
-        numeric = np.empty(x.shape)
-        flat = x.data.reshape(-1)  # a view: perturbing it perturbs x
-        for k in range(flat.size):
-            original = flat[k]
-            flat[k] = original + eps
-            plus = _loss(fn, args, upstream)
-            flat[k] = original - eps
-            minus = _loss(fn, args, upstream)
-            flat[k] = original
-            numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
+        numeric = numeric_gradient(lambda: _loss(fn, args, upstream), x.data, eps)
         excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if excess.size and np.max(excess) > 0:
             worst = np.unravel_index(int(np.argmax(excess)), x.shape)

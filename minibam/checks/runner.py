@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from minibam import _config
+from minibam.gradcheck import numeric_gradient as central_differences
 from minibam.tensor import Tensor
 
 # eps=1e-5 balances round-off (~1e-16 |L| / eps) against truncation (~eps^2 |L'''|):
@@ -104,19 +105,7 @@ def _loss(probe: Probe, upstream: np.ndarray) -> float:
 
 def numeric_gradient(probe: Probe, leaf: Tensor, upstream: np.ndarray) -> np.ndarray:
     """Central differences of <upstream, run()> with respect to every element of ``leaf``."""
-    flat = leaf.data.reshape(-1)
-    if not np.shares_memory(flat, leaf.data):  # perturbing a copy would measure nothing
-        raise RuntimeError("numeric_gradient: leaf data must be contiguous")
-    numeric = np.empty(flat.size)
-    for k in range(flat.size):
-        original = flat[k]
-        flat[k] = original + FD_EPS
-        plus = _loss(probe, upstream)
-        flat[k] = original - FD_EPS
-        minus = _loss(probe, upstream)
-        flat[k] = original
-        numeric[k] = (plus - minus) / (2 * FD_EPS)
-    return numeric.reshape(leaf.shape)
+    return central_differences(lambda: _loss(probe, upstream), leaf.data, FD_EPS)
 
 
 def _worst(errors: dict[str, float]) -> tuple[float, str]:
