@@ -18,7 +18,7 @@ import numpy as np
 
 from minibam import _config
 from minibam import functional as F
-from minibam.nn.layers import BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU
+from minibam.nn.layers import BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU, checked_int
 from minibam.nn.module import Module, Sequential
 from minibam.ops._checks import require_tensor
 from minibam.ops.attention import bam_combine
@@ -34,14 +34,13 @@ def _check_variant(variant: Any) -> str:
 
 
 def _reduced(gate_channel: Any, reduction_ratio: Any) -> int:
-    for name, value in (("gate_channel", gate_channel), ("reduction_ratio", reduction_ratio)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"BAM: {name} must be a positive int, got {value!r}")
+    gate_channel = checked_int(gate_channel, "gate_channel", "BAM")
+    reduction_ratio = checked_int(reduction_ratio, "reduction_ratio", "BAM")
     if gate_channel % reduction_ratio:
         raise ValueError(
             f"BAM: gate_channel={gate_channel} is not divisible by reduction_ratio={reduction_ratio}"
         )
-    return int(gate_channel // reduction_ratio)
+    return gate_channel // reduction_ratio
 
 
 def _check_input(x: Any, channels: int, who: str) -> Tensor:
@@ -104,12 +103,8 @@ class SpatialGate(Module):
                  dilation_val: int = 4, variant: str = "paper") -> None:
         super().__init__()
         hidden = _reduced(gate_channel, reduction_ratio)
-        if isinstance(dilation_conv_num, bool) or not isinstance(dilation_conv_num, (int, np.integer)) \
-                or dilation_conv_num < 0:
-            raise ValueError(f"BAM: dilation_conv_num must be an int >= 0, got {dilation_conv_num!r}")
-        if isinstance(dilation_val, bool) or not isinstance(dilation_val, (int, np.integer)) \
-                or dilation_val < 1:
-            raise ValueError(f"BAM: dilation_val must be an int >= 1, got {dilation_val!r}")
+        dilation_conv_num = checked_int(dilation_conv_num, "dilation_conv_num", "BAM", minimum=0)
+        dilation_val = checked_int(dilation_val, "dilation_val", "BAM")
         self.gate_channel = int(gate_channel)
         self.variant = _check_variant(variant)
         g = Sequential()
@@ -171,19 +166,15 @@ class BAM(Module):
         "attention" (N, C, H, W) = sigmoid(M_c (+|*) M_s). Records no graph and leaves
         the running statistics as they were, even in training mode."""
         self._check(x)
-        saved = [(b, b.data.copy()) if isinstance(b, Tensor) else None for b in self.buffers()]
-        counters = [(m, np.array(m.num_batches_tracked)) for m in self.modules()
-                    if "num_batches_tracked" in m._buffers and m.num_batches_tracked is not None]
+        # Training-mode batch norm updates the running statistics; put them back after.
+        buffers = {name: np.array(b.data if isinstance(b, Tensor) else b)
+                   for name, b in self.named_buffers()}
         try:
             with _config.no_grad():
                 mc = self.channel_att.channel_map(x).data
                 ms = self.spatial_att.spatial_map(x).data
         finally:
-            for entry in saved:
-                if entry is not None:
-                    entry[0].data = entry[1]
-            for module, count in counters:
-                module.num_batches_tracked = count
+            self.load_state_dict(buffers, strict=False)
         combined = mc + ms if self.variant == "paper" else mc * ms
         attention = F.sigmoid(Tensor._wrap(combined)).data
         return {"channel": mc[:, :, 0, 0].copy(), "spatial": ms[:, 0].copy(), "attention": attention}

@@ -18,9 +18,11 @@ from minibam.ops._checks import pair, require_tensor
 from minibam.tensor import Tensor
 
 
-def _positive_int(value: Any, name: str, layer: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
+def checked_int(value: Any, name: str, layer: str, minimum: int = 1) -> int:
+    """A constructor argument that must be an int of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{layer}: {name} must be {kind}, got {value!r}")
     return int(value)
 
 
@@ -29,8 +31,8 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features", "Linear")
-        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.in_features = checked_int(in_features, "in_features", "Linear")
+        self.out_features = checked_int(out_features, "out_features", "Linear")
         self.weight = Parameter(np.empty((self.out_features, self.in_features)))
         if bias:
             self.bias = Parameter(np.empty(self.out_features))
@@ -59,8 +61,8 @@ class Conv2d(Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.in_channels = _positive_int(in_channels, "in_channels", "Conv2d")
-        self.out_channels = _positive_int(out_channels, "out_channels", "Conv2d")
+        self.in_channels = checked_int(in_channels, "in_channels", "Conv2d")
+        self.out_channels = checked_int(out_channels, "out_channels", "Conv2d")
         self.kernel_size = pair(kernel_size, "kernel_size", "Conv2d", 1)
         self.stride = pair(stride, "stride", "Conv2d", 1)
         self.padding = pair(padding, "padding", "Conv2d", 0)
@@ -102,7 +104,7 @@ class _BatchNorm(Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        self.num_features = _positive_int(num_features, "num_features", name)
+        self.num_features = checked_int(num_features, "num_features", name)
         for arg, value in (("eps", eps), ("momentum", momentum)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
                 raise TypeError(f"{name}: {arg} must be a real number, got {value!r}")
