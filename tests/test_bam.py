@@ -67,13 +67,18 @@ def bam_cases(draw):
     }
 
 
-@settings(max_examples=20)
-@given(bam_cases())
-def test_bam_matches_torch(case):
+def case_arrays(case: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Random parameters (and batch-norm state), x and an upstream gradient for ``case``."""
     rng = np.random.default_rng(case["seed"])
     params = random_params(case["c"], case["r"], case["k"], case["variant"], rng=rng)
     x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"]))
-    dy = rng.standard_normal(x.shape)
+    return params, x, rng.standard_normal(x.shape)
+
+
+@settings(max_examples=20)
+@given(bam_cases())
+def test_bam_matches_torch(case):
+    params, x, dy = case_arrays(case)
     bam = build(params, case["variant"], case["d"], case["training"])
     ours = run(bam, x, dy)
     ref = run_reference(params, x, dy, case["variant"], case["training"], case["d"])
@@ -83,10 +88,7 @@ def test_bam_matches_torch(case):
 @settings(max_examples=10)
 @given(bam_cases())
 def test_manual_equals_autograd_and_torch(case):
-    rng = np.random.default_rng(case["seed"])
-    params = random_params(case["c"], case["r"], case["k"], case["variant"], rng=rng)
-    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"]))
-    dy = rng.standard_normal(x.shape)
+    params, x, dy = case_arrays(case)
     ours = run(build(params, case["variant"], case["d"], case["training"]), x, dy)
     y, cache = manual.bam_forward(x, params, variant=case["variant"], training=case["training"],
                                   dilation_val=case["d"])

@@ -58,6 +58,10 @@ def _torch():
 
 @given(case=conv_cases(), with_bias=st.booleans())
 def test_conv2d_matches_torch(case, with_bias):
+    _assert_conv2d_matches_torch(case, with_bias)
+
+
+def _assert_conv2d_matches_torch(case, with_bias):
     torch = _torch()
     n, c, o, h, w, k, params, seed = case
     rng = np.random.default_rng(seed)
@@ -78,17 +82,7 @@ def test_conv2d_matches_torch(case, with_bias):
 )
 def test_pointwise_conv2d_matches_torch(case, with_bias):
     """1x1, stride 1, no padding: the path without im2col (any dilation is a no-op)."""
-    torch = _torch()
-    n, c, o, h, w, _, params, seed = case
-    rng = np.random.default_rng(seed)
-    x, weight = _normal(rng, (n, c, h, w)), _normal(rng, (o, c, 1, 1))
-    bias = _normal(rng, (o,)) if with_bias else None
-    assert_matches_torch(
-        lambda x, wt, b: F.conv2d(x, wt, b, **params),
-        lambda x, wt, b: torch.nn.functional.conv2d(x, wt, b, **params),
-        [x, weight, bias],
-        seed=seed,
-    )
+    _assert_conv2d_matches_torch(case, with_bias)
 
 
 @pytest.mark.parametrize(
