@@ -1,0 +1,89 @@
+"""What every command shares: the bad-input error, argument types and printing."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+DTYPES = ("float32", "float64")
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr, exit status 2."""
+
+    def __init__(self, message: str, prog: str | None = None) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')", self.prog)
+
+
+def int_at_least(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def parse_shape(text: str, layout: str) -> tuple[int, ...]:
+    """``"4,8,8"`` (or ``"(4, 8, 8)"``, ``"4x8x8"``) -> (4, 8, 8), one positive int per
+    letter of ``layout``; ``argparse.ArgumentTypeError`` otherwise."""
+    body = text.strip().strip("()[]").replace("x", ",")
+    parts = [p.strip() for p in body.split(",")]
+    if parts and parts[-1] == "" and len(parts) > 1:
+        parts.pop()  # a trailing comma, as in "(4, 8, 8,)"
+    valid = len(parts) == len(layout) and all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts)
+    if not valid:
+        raise argparse.ArgumentTypeError(
+            f"expected {len(layout)} positive integers {','.join(layout)} such as "
+            f"{','.join({'N': '4', 'C': '64'}.get(letter, '8') for letter in layout)}, got {text!r}"
+        )
+    return tuple(int(p) for p in parts)
+
+
+def shape_type(layout: str) -> Any:
+    def parse(text: str) -> tuple[int, ...]:
+        return parse_shape(text, layout)
+
+    return parse
+
+
+def optional_torch() -> Any:
+    """The torch module when it is installed and imports, else None."""
+    try:
+        from minibam import torch_oracle
+    except (ImportError, OSError):
+        return None
+    return torch_oracle.load()
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "(" + ",".join(map(str, shape)) + ")"
+
+
+def err(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def say(*parts: Any) -> None:
+    print(*parts, flush=True)
