@@ -23,7 +23,7 @@ import pytest
 
 from minibam.cli import main
 from minibam.exercises import EXERCISES, check, find, run_check
-from minibam.exercises.grading import find_submissions
+from minibam.exercises.grading import find_submissions, only_checks
 from minibam.exercises.workbook import WORKBOOK, write_workbook
 from minibam.function import Context, Function
 
@@ -91,6 +91,46 @@ def test_every_catalogued_mistake_fails_and_is_named(name, index):
     assert report.mistake is mistake, f"diagnosed {report.mistake and report.mistake.name!r}"
     text = str(report)
     assert f"Known mistake: {mistake.name}." in text and f"docs/{mistake.doc}" in text
+
+
+def test_an_independently_written_mistake_is_recognised():
+    """Not the catalogue's own function: a student's col2im that assigns where it should add."""
+
+    def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
+        n, c, h, w = input_shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        z = cols.reshape(n, c, kh, kw, oh, ow)
+        out = np.zeros((n, c, h + 2 * ph, w + 2 * pw))
+        for i in range(kh):
+            for j in range(kw):
+                for a in range(oh):
+                    for b in range(ow):
+                        out[:, :, a * sh + i * dh, b * sw + j * dw] = z[:, :, i, j, a, b]
+        return out[:, :, ph:ph + h, pw:pw + w]
+
+    report = run_check(find("col2im"), col2im)
+    assert report.mistake is not None and report.mistake.name == "assigns instead of accumulating"
+
+    def batch_norm_backward(grad, x, gamma, eps):  # the evaluation-mode formula, written out
+        axes = (0, *range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        mu, var = x.mean(axis=axes, keepdims=True), x.var(axis=axes, keepdims=True)
+        x_hat = (x - mu) / np.sqrt(var + eps)
+        dx = grad * gamma.reshape(shape) / np.sqrt(var + eps)
+        return dx, (grad * x_hat).sum(axis=axes), grad.sum(axis=axes)
+
+    report = run_check(find("batch_norm_backward"), batch_norm_backward)
+    assert report.mistake is not None and report.mistake.name.startswith("no mean terms")
+
+
+def test_docs_page_shows_every_mistake():
+    page = (ROOT / "docs" / "exercises.md").read_text()
+    for exercise in EXERCISES:
+        assert f"`{exercise.name}`" in page
+        for mistake in exercise.mistakes:
+            assert f'??? failure "{mistake.name}"' in page, mistake.name
 
 
 # --------------------------------------------------------------------------- the checker's words
@@ -295,6 +335,11 @@ def test_a_hanging_submission_is_cut_off_at_the_timeout(workbook, tmp_path):
     assert "timed out" in rows["Div"]["reason"] and "4 s" in rows["Div"]["reason"]
     assert "not graded" in rows["matmul_backward"]["reason"]
     assert elapsed < 4 + 10
+
+
+def test_only_check_cells_are_skipped_by_the_grader():
+    assert only_checks("check(col2im)\n") and only_checks("# try it\ncheck('col2im', f);\n")
+    assert not only_checks("x = 1\ncheck(f)") and not only_checks("check(f(x))")
 
 
 def test_grade_bad_input_is_exit_2(tmp_path, capsys):

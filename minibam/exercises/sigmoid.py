@@ -58,6 +58,14 @@ class _ExpOverOnePlusExp(_Overflows):
         return s
 
 
+class _WhereBothBranches(_Overflows):
+    @staticmethod
+    def forward(ctx: Context, x: np.ndarray) -> np.ndarray:
+        s = np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+        ctx.save_for_backward(s)
+        return s
+
+
 class _OutputTakenAsInput(_Overflows):
     @staticmethod
     def forward(ctx: Context, x: np.ndarray) -> np.ndarray:
@@ -128,6 +136,10 @@ SIGMOID = Exercise(
         Mistake("exp(x) / (1 + exp(x)) overflows for large positive x",
                 "This form computes inf / inf = nan at x = +1000. Use 1/(1 + exp(-x)), or split "
                 "by sign so that only exp(-|x|) is computed.", NO_OVERFLOW, _ExpOverOnePlusExp),
+        Mistake("np.where computes both branches",
+                "np.where(x >= 0, f(x), g(x)) evaluates f and g on every element before choosing, "
+                "so each overflows where it is thrown away. Compute z = exp(-|x|) once and choose "
+                "between 1/(1 + z) and z/(1 + z).", NO_OVERFLOW, _WhereBothBranches),
         Mistake("differentiates the saved output as if it were x",
                 "The derivative is s (1 - s) with s the saved output itself; applying the "
                 "sigmoid to s again computes sigma'(s), not sigma'(x).", FROM_OUTPUT, _OutputTakenAsInput),
