@@ -237,14 +237,20 @@ def _col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: i
 def _conv_forward(
     x: np.ndarray, params: dict, name: str, padding: int, dilation: int
 ) -> tuple[np.ndarray, dict]:
-    """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b."""
-    w, b = np.asarray(params[f"{name}.weight"]), np.asarray(params[f"{name}.bias"])
+    """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b.
+
+    A layer without a ``.bias`` entry in ``params`` has no bias (CBAM's spatial conv).
+    """
+    w = np.asarray(params[f"{name}.weight"])
     out_channels, k = w.shape[0], w.shape[2]
     cols = _im2col(x, k, padding, dilation)
-    y = w.reshape(out_channels, -1) @ cols + b[:, None]
+    y = w.reshape(out_channels, -1) @ cols
+    has_bias = f"{name}.bias" in params
+    if has_bias:
+        y += np.asarray(params[f"{name}.bias"])[:, None]
     H_out = x.shape[2] + 2 * padding - dilation * (k - 1)
     cache = {"name": name, "cols": cols, "w": w, "x_shape": x.shape,
-             "padding": padding, "dilation": dilation}
+             "padding": padding, "dilation": dilation, "has_bias": has_bias}
     return y.reshape(x.shape[0], out_channels, H_out, -1), cache
 
 
@@ -254,19 +260,22 @@ def _conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     dy2 = dy.reshape(dy.shape[0], dy.shape[1], -1)  # (N, O, H_out W_out)
     dw = np.tensordot(dy2, c["cols"], axes=([0, 2], [0, 2]))  # sum over n and positions
     grads[f"{c['name']}.weight"] = dw.reshape(w.shape)
-    grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
+    if c["has_bias"]:
+        grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
     dcols = w.reshape(w.shape[0], -1).T @ dy2
     return _col2im(dcols, c["x_shape"], w.shape[2], c["padding"], c["dilation"])
 
 
 def _bn_forward(
-    x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict
+    x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict,
+    momentum: float = MOMENTUM,
 ) -> tuple[np.ndarray, dict]:
     """Batch norm over axis 1 of (N, C) or (N, C, H, W): y = gamma x_hat + beta.
 
     Training: x_hat = (x - mu) / sqrt(var + eps) with the batch mean and biased variance
-    over the m = N (H W) values of each channel; the new running buffers go into
-    ``running``. Eval: the running mean and variance take the place of mu and var.
+    over the m = N (H W) values of each channel; the new running buffers (the new batch
+    weighted by ``momentum``) go into ``running``. Eval: the running mean and variance
+    take the place of mu and var.
     """
     axes = (0, *range(2, x.ndim))
     per_channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector against x
@@ -278,8 +287,8 @@ def _bn_forward(
     if training:
         m = x.size // x.shape[1]
         mu, var = x.mean(axis=axes), x.var(axis=axes)
-        running[f"{name}.running_mean"] = (1 - MOMENTUM) * running_mean + MOMENTUM * mu
-        running[f"{name}.running_var"] = (1 - MOMENTUM) * running_var + MOMENTUM * var * m / (m - 1)
+        running[f"{name}.running_mean"] = (1 - momentum) * running_mean + momentum * mu
+        running[f"{name}.running_var"] = (1 - momentum) * running_var + momentum * var * m / (m - 1)
         running[f"{name}.num_batches_tracked"] = tracked + 1
     else:
         mu, var = running_mean, running_var
