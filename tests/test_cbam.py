@@ -299,3 +299,33 @@ def test_manual_errors():
     _, cache = manual.cbam_forward(x, params)
     with pytest.raises(ValueError, match=r"dy has shape \(2, 4, 3\)"):
         manual.cbam_backward(np.zeros((2, 4, 3)), cache)
+
+
+@pytest.mark.parametrize("attention", ["bam", "cbam", None])
+def test_bamnet_holds_bam_cbam_or_nothing_and_trains(attention):
+    mb.manual_seed(0)
+    net = nn.BAMNet(in_channels=1, num_classes=3, widths=(8, 8, 16), reduction_ratio=2,
+                    dilation_val=1, attention=attention)
+    kinds = {"bam": nn.BAM, "cbam": nn.CBAM, None: type(None)}
+    assert [type(m) for m in net.attention_modules()] == [kinds[attention]] * (2 if attention else 0)
+    assert ({"bam0", "bam1"} if attention == "bam" else {"cbam0", "cbam1"} if attention else set()) \
+        == {name for name, _ in net.named_children() if "bam" in name}
+    rng = np.random.default_rng(0)
+    x = mb.Tensor(rng.standard_normal((4, 1, 8, 8)))
+    targets = np.array([0, 1, 2, 1])
+    optimizer = mb.optim.SGD(net.parameters(), lr=0.1)
+    losses = []
+    for _ in range(4):
+        optimizer.zero_grad()
+        loss = mb.functional.cross_entropy(net(x), targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(p.grad is not None for p in net.parameters())
+
+
+def test_bamnet_attention_errors_and_use_bam():
+    with pytest.raises(ValueError, match="attention must be one of"):
+        nn.BAMNet(attention="se")
+    assert nn.BAMNet(widths=(4, 8), use_bam=False, attention="cbam").attention_modules() == []
