@@ -24,6 +24,7 @@ from minibam.exercises.core import (
 )
 from minibam.function import Context
 from minibam.gradcheck import numeric_gradient
+from minibam.manual.bam import _layer_shapes
 from minibam.ops.attention import BamCombine
 
 COMBINE_DOC = "derivations/bam.md#combining-the-branches"
@@ -124,7 +125,7 @@ def random_params(rng: np.random.Generator, channels: int, reduced: int, n_dilat
                   variant: str) -> dict[str, np.ndarray]:
     """Random weights and non-trivial batch-norm state for ``manual.bam_forward``."""
     params = {}
-    for layer, shapes in manual._layer_shapes(channels, reduced, n_dilated, variant).items():  # noqa: SLF001
+    for layer, shapes in _layer_shapes(channels, reduced, n_dilated, variant).items():
         is_bn = "running_var" in shapes
         for name, shape in shapes.items():
             if is_bn and name == "weight":
