@@ -272,6 +272,9 @@ def test_list_in_teaching_order(capsys):
     assert [e["name"] for e in listed] == NAMES and all(e["title"] for e in listed)
     assert main(["exercises", "list"]) == 0
     assert "13. bam_backward" in capsys.readouterr().out
+    for command in (["exercises", "--help"], ["grade", "--help"], ["exercises", "start", "--help"]):
+        assert main(command) == 0
+        assert f"usage: minibam {command[0]}" in capsys.readouterr().out
 
 
 def test_grade_untouched_and_one_solved_in_real_processes(workbook, tmp_path):
