@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from minibam import functional as F
 from minibam.nn.bam import BAM
-from minibam.nn.layers import BatchNorm2d, Conv2d, Linear, ReLU
+from minibam.nn.layers import BatchNorm2d, Conv2d, Linear, ReLU, checked_int
 from minibam.nn.module import Module, Sequential
 from minibam.tensor import Tensor
 
@@ -26,6 +26,12 @@ class BAMNet(Module):
                  use_bam: bool = True, reduction_ratio: int = 4, dilation_val: int = 2,
                  variant: str = "paper") -> None:
         super().__init__()
+        if not isinstance(widths, (tuple, list)) or not widths:
+            raise TypeError(f"BAMNet: widths must be a non-empty tuple of ints, got {widths!r}")
+        for i, width in enumerate(widths):
+            checked_int(width, f"widths[{i}]", "BAMNet")
+        checked_int(in_channels, "in_channels", "BAMNet")
+        checked_int(num_classes, "num_classes", "BAMNet")
         self.use_bam = bool(use_bam)
         self.stem = _conv_bn_relu(in_channels, widths[0], 1)
         previous = widths[0]

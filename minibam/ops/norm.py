@@ -9,6 +9,7 @@ would allocate.
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 from typing import Any
 
@@ -70,7 +71,8 @@ class BatchNorm(Function):
         dtype: np.dtype,
     ) -> np.ndarray:
         shape = x.shape
-        x3 = x.reshape(shape[0], shape[1], -1).astype(dtype, copy=False)
+        # L spelled out rather than -1: NumPy cannot infer it for an empty batch (N = 0).
+        x3 = x.reshape(shape[0], shape[1], math.prod(shape[2:])).astype(dtype, copy=False)
         if training:
             m = x3.shape[0] * x3.shape[2]
             mean = _channel_sum(x3) / m
