@@ -64,6 +64,9 @@ def bn_di(i: int) -> str:
 # --------------------------------------------------------------------------------------
 
 
+# inf and nan come back as values, never as warnings, as in PyTorch and the rest of
+# minibam (docs/guarantees.md, "Warnings").
+@np.errstate(all="ignore")
 def bam_forward(
     x: np.ndarray,
     params: dict[str, np.ndarray],
@@ -85,7 +88,7 @@ def bam_forward(
       ``num_batches_tracked + 1``); in eval, copies of the given ones.
       ``params.update(cache["running"])`` does what PyTorch does in place.
     """
-    F, n_dilated = _check_inputs(x, params, variant, training, dilation_val)
+    F, n_dilated = _check_inputs(x, params, variant, training, dilation_val, eps)
     layers: dict[str, dict] = {}  # one small cache per layer, by layer name
     running: dict[str, np.ndarray] = {}
     paper = variant == "paper"
@@ -128,15 +131,24 @@ def bam_forward(
     return y, cache
 
 
+_CACHE_KEYS = {"variant", "n_dilated", "F", "M_c", "M_s", "M", "layers", "running", "param_names"}
+
+
+@np.errstate(all="ignore")
 def bam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     """BAM backward: dL/dy (N, C, H, W) -> {"x": dL/dx, and dL/dp for every parameter p}.
 
     Parameters are the weights and biases (not the BN buffers), under their
     ``BAM.state_dict()`` names, in state_dict order after ``"x"``.
     """
+    if not isinstance(cache, dict) or not _CACHE_KEYS <= cache.keys():
+        raise TypeError(
+            f"bam_backward: cache must be the dict returned by bam_forward, got "
+            f"{type(cache).__name__}"
+        )
     F, M, M_c, M_s = cache["F"], cache["M"], cache["M_c"], cache["M_s"]
     layers, n_dilated, paper = cache["layers"], cache["n_dilated"], cache["variant"] == "paper"
-    dy = np.asarray(dy)
+    dy = _real_array(dy, "dy", "bam_backward")
     if dy.shape != F.shape:
         raise ValueError(f"bam_backward: dy has shape {dy.shape}, expected y's shape {F.shape}")
     grads: dict[str, np.ndarray] = {}
@@ -254,15 +266,17 @@ def _conv_forward(
     if has_bias:
         y += np.asarray(params[f"{name}.bias"])[:, None]
     H_out = x.shape[2] + 2 * padding - dilation * (k - 1)
+    W_out = x.shape[3] + 2 * padding - dilation * (k - 1)
     cache = {"name": name, "cols": cols, "w": w, "x_shape": x.shape,
              "padding": padding, "dilation": dilation, "has_bias": has_bias}
-    return y.reshape(x.shape[0], out_channels, H_out, -1), cache
+    # Sizes spelled out rather than -1: NumPy cannot infer one for an empty batch.
+    return y.reshape(x.shape[0], out_channels, H_out, W_out), cache
 
 
 def _conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """dW = sum_n dy[n] cols[n]^T,  db = sum_{n,h,w} dy,  dx = col2im(W^T dy[n])."""
     w = c["w"]
-    dy2 = dy.reshape(dy.shape[0], dy.shape[1], -1)  # (N, O, H_out W_out)
+    dy2 = dy.reshape(dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])  # (N, O, H_out W_out)
     dw = np.tensordot(dy2, c["cols"], axes=([0, 2], [0, 2]))  # sum over n and positions
     grads[f"{c['name']}.weight"] = dw.reshape(w.shape)
     if c["has_bias"]:
@@ -381,17 +395,27 @@ def _param_names(n: int, variant: str) -> list[str]:
 
 
 def _check_inputs(
-    x: np.ndarray, params: dict, variant: str, training: bool, dilation_val: int
+    x: np.ndarray, params: dict, variant: str, training: bool, dilation_val: int, eps: float
 ) -> tuple[np.ndarray, int]:
-    """Validate everything up front; return x as a float array and n, the dilated-conv count."""
+    """Validate everything up front, as ``F.batch_norm`` and ``nn.BAM`` do; return x as a
+    float array and n, the dilated-conv count."""
     if variant not in ("paper", "official"):
         raise ValueError(f"bam_forward: variant must be 'paper' or 'official', got {variant!r}")
-    is_int = isinstance(dilation_val, (int, np.integer)) and not isinstance(dilation_val, bool)
-    if not is_int or dilation_val < 1:
-        raise ValueError(f"bam_forward: dilation_val must be a positive int, got {dilation_val!r}")
-    F = np.asarray(x)
-    if not np.issubdtype(F.dtype, np.floating):
-        F = F.astype(np.float64)
+    if isinstance(dilation_val, (bool, np.bool_)) or not isinstance(dilation_val, (int, np.integer)):
+        raise TypeError(f"bam_forward: dilation_val must be an int, got {dilation_val!r}")
+    if dilation_val < 1:
+        raise ValueError(f"bam_forward: dilation_val must be >= 1, got {dilation_val!r}")
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"bam_forward: eps must be a real number, got {eps!r}")
+    if not (eps > 0 if training else eps >= 0) or eps == np.inf:
+        kind = "positive during training" if training else "non-negative"
+        raise ValueError(f"bam_forward: eps must be {kind} and finite, got {eps!r}")
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"bam_forward: params must be a dict of BAM.state_dict() names to arrays, "
+            f"got {type(params).__name__}"
+        )
+    F = _real_array(x, "x", "bam_forward")
     if F.ndim != 4:
         raise ValueError(f"bam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
     N, C = F.shape[:2]
@@ -425,6 +449,8 @@ def _check_inputs(
             f"bam_forward: params do not match BAM(variant={variant!r}, dilation_conv_num={n}): "
             f"missing keys {missing}, unexpected keys {unexpected}"
         )
+    for name in expected:
+        _real_array(params[name], f"params[{name!r}]", "bam_forward")
     wrong = [
         f"{name}: got {np.shape(params[name])}, expected {shape}"
         for name, shape in expected.items()
@@ -436,3 +462,14 @@ def _check_inputs(
             + "; ".join(wrong)
         )
     return F, n
+
+
+def _real_array(value: object, name: str, fn: str) -> np.ndarray:
+    """``value`` as an array of real numbers (float kept, bool and int to float64).
+
+    Complex input would lose its imaginary part without a word, and object or string
+    arrays would fail deep inside NumPy: both are refused here, as ``mb.Tensor`` does."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: {name} must hold real numbers, got dtype {array.dtype}")
+    return array if array.dtype.kind == "f" else array.astype(np.float64)
