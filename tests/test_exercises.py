@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minibam.cli import main
 from minibam.exercises import EXERCISES, check, find, run_check
@@ -131,6 +133,17 @@ def test_docs_page_shows_every_mistake():
         assert f"`{exercise.name}`" in page
         for mistake in exercise.mistakes:
             assert f'??? failure "{mistake.name}"' in page, mistake.name
+
+
+@settings(max_examples=3, deadline=None)
+@given(seed=st.integers(1, 2**31 - 1))
+def test_other_seeds_draw_other_cases_with_the_same_verdicts(seed):
+    """The verdicts do not depend on the seed's luck: solutions pass, mistakes are named
+    (the whole BAM, slower, is covered by the seed-0 tests above)."""
+    for exercise in EXERCISES[:-1]:
+        assert run_check(exercise, solution(exercise.name), seed).passed, exercise.name
+        for mistake in exercise.mistakes:
+            assert run_check(exercise, mistake.wrong, seed).mistake is mistake, mistake.name
 
 
 # --------------------------------------------------------------------------- the checker's words
