@@ -337,11 +337,14 @@ def test_broken_submissions_are_failed_rows_and_the_others_are_still_graded(work
     assert all("\n" not in r["reason"] for r in rows.values())
 
 
-def test_a_hanging_submission_is_cut_off_at_the_timeout(workbook, tmp_path):
-    hang = with_solved(workbook, tmp_path / "erin" / WORKBOOK, ["unbroadcast"], {
+def test_a_hanging_submission_is_cut_off_at_the_timeout_and_runs_in_its_folder(workbook, tmp_path):
+    hang = with_solved(workbook, tmp_path / "erin" / WORKBOOK, [], {
+        # imported from a module beside the notebook: the child runs in the notebook's folder
+        "unbroadcast": "from helper import unbroadcast\n",
         "Div": "class Div:\n    @staticmethod\n    def forward(ctx, a, b):\n        while True:\n"
                "            pass\n\n    @staticmethod\n    def backward(ctx, grad):\n        pass\n",
     })
+    (hang.parent / "helper.py").write_text((SOLUTIONS / "unbroadcast.py").read_text())
     start = time.perf_counter()
     done = minibam("grade", str(hang), "--timeout", "4", "--json")
     elapsed = time.perf_counter() - start
