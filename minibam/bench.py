@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from minibam.checks.bam import random_bam
-from minibam.checks.runner import relative_error
+from minibam.checks.compare import relative_error
 from minibam.tensor import Tensor
 
 # Where BAM sits in ResNet-50 (after stages 1-3, at the paper's batch sizes), and a

@@ -149,7 +149,7 @@ def test_check_seed_changes_inputs_but_still_passes(capsys):
 def test_check_thorough_has_more_cases():
     from minibam.checks import all_cases
 
-    assert len(all_cases(0, thorough=True)) > 2 * len(all_cases(0))
+    assert len(all_cases(thorough=True)) > 2 * len(all_cases())
 
 
 # -------------------------------------------------------------------- reference
