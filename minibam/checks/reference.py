@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from minibam.checks.bam import buffer_arrays, random_bam
-from minibam.checks.compare import TOLERANCES, Row, compare, default_tolerance, largest
+from minibam.checks.compare import Row, compare, default_tolerance, largest
 from minibam.nn import BAM, BatchNorm1d, BatchNorm2d, StateDictError
 from minibam.tensor import Tensor
 

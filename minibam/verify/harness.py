@@ -164,20 +164,33 @@ def run_torch(module: Any, x: np.ndarray, dy: np.ndarray, training: bool,
     return Run(y.detach().numpy().copy(), xt.grad.detach().numpy().copy(), grads, buffers, steps)
 
 
+def _noise(low: np.ndarray | None, exact: np.ndarray) -> float:
+    if low is None or exact.size == 0:
+        return 0.0
+    return float(np.max(np.abs(np.asarray(low, np.float64) - exact)))
+
+
 def compare_runs(label: str, theirs: Run, ours: Run, rtol: float, atol: float,
-                 names: dict[str, str]) -> list[Row]:
+                 names: dict[str, str], ours_low: Run | None = None) -> list[Row]:
     """Rows for one case: ``y``, ``dx``, ``grad.<name>`` for every parameter and
     ``after.<name>`` for every buffer; ``names`` maps their state_dict names to ours, and
-    rows use ours. Gradients share the case's scale (the zero-by-construction rule)."""
-    grad_pairs = [("dx", theirs.dx, ours.dx)]
-    grad_pairs += [(f"grad.{names[k]}", g, ours.grads[names[k]]) for k, g in theirs.grads.items()]
+    rows use ours. Gradients share the case's scale (the zero-by-construction rule).
+    ``ours_low``: the same run of ours in float32, whose distance from ``ours`` is the
+    round-off allowance of a float32 check (``compare``'s ``noise``)."""
+    low = ours_low or Run(None, None, {}, {})  # type: ignore[arg-type]
+    grad_pairs = [("dx", theirs.dx, ours.dx, low.dx)]
+    grad_pairs += [(f"grad.{names[k]}", g, ours.grads[names[k]], low.grads.get(names[k]))
+                   for k, g in theirs.grads.items()]
     scale = largest(pair[2] for pair in grad_pairs)
-    rows = [compare(f"{label} y", theirs.y, ours.y, rtol, atol)]
-    rows += [compare(f"{label} {n}", a, e, rtol, atol, case_scale=scale) for n, a, e in grad_pairs]
+    rows = [compare(f"{label} y", theirs.y, ours.y, rtol, atol, noise=_noise(low.y, ours.y))]
+    rows += [compare(f"{label} {n}", a, e, rtol, atol, case_scale=scale, noise=_noise(lo, e))
+             for n, a, e, lo in grad_pairs]
     for k, b in theirs.buffers.items():
         expected = ours.buffers[names[k]]
+        exact = b.dtype.kind in "iu"
         rows.append(compare(f"{label} after.{names[k]}", b.reshape(expected.shape), expected,
-                            0.0 if b.dtype.kind in "iu" else rtol, 0.0 if b.dtype.kind in "iu" else atol))
+                            0.0 if exact else rtol, 0.0 if exact else atol,
+                            noise=0.0 if exact else _noise(low.buffers.get(names[k]), expected)))
     return rows
 
 
