@@ -252,7 +252,8 @@ def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: fl
     :func:`minibam.checks.compare.compare`: ``torch.testing.assert_close``'s tolerances for
     the file's dtype unless ``rtol``/``atol`` are given, and a gradient that is zero by
     construction (a bias right before a training-mode BatchNorm) judged on the scale of
-    the largest gradient.
+    the largest gradient. For a float32 file minibam also runs in float32, and
+    ``NOISE_FACTOR`` times its own float32 error is allowed on top.
     """
     default_rtol, default_atol = default_tolerance(config.dtype)
     rtol = default_rtol if rtol is None else rtol
@@ -262,6 +263,8 @@ def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: fl
     unknown = sorted(k[len("grad."):] for k in grads - set(ours))
     if unknown:
         raise ReferenceFileError(f"gradients for parameters this BAM does not have: {', '.join(unknown)}")
+    # a float32 file: minibam's own float32 round-off is allowed (``compare``'s ``noise``)
+    low = _run(arrays, config, config.dtype) if config.dtype != np.float64 else None
     gradient_names = ["dx"] + [k for k in ours if k in grads]
     scale = largest(ours[k] for k in gradient_names)
     names = ["y"] + gradient_names + [k for k in ours if k.startswith("after.") and k in arrays]
@@ -269,6 +272,52 @@ def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: fl
     for k in names:
         if arrays[k].shape != ours[k].shape:
             raise ReferenceFileError(f"{k} has shape {arrays[k].shape} in the file, minibam computes {ours[k].shape}")
+        noise = 0.0 if low is None or not ours[k].size else float(
+            np.max(np.abs(low[k].astype(np.float64) - ours[k].astype(np.float64))))
         rows.append(compare(k, arrays[k], ours[k], rtol, atol,
-                            case_scale=scale if k in gradient_names else None))
+                            case_scale=scale if k in gradient_names else None, noise=noise))
     return rows
+
+
+def overrides(arrays: dict[str, np.ndarray], dilation_val: int | None, training: bool | None) -> list[str]:
+    """What the caller's flags change against the file's own ``meta.*``."""
+    out = []
+    stored_dilation = _meta(arrays, "dilation_val", int)
+    if dilation_val is not None and stored_dilation is not None and dilation_val != stored_dilation:
+        out.append(f"--dilation {dilation_val} overrides the file's meta.dilation_val = {stored_dilation}")
+    stored_training = _meta(arrays, "training", bool)
+    if training is not None and stored_training is not None and training != stored_training:
+        out.append(f"--{'train' if training else 'eval'} overrides the file's meta.training = {stored_training} "
+                   f"(it was made in {'training' if stored_training else 'eval'} mode)")
+    return out
+
+
+def hints(arrays: dict[str, np.ndarray], config: BamConfig, notes: list[str], rows: list[Row],
+          given_dilation: bool, given_mode: bool) -> list[str]:
+    """Likely causes of a failed comparison, most likely first (none when every row passed).
+
+    - a non-square x: the released BAM code pools only an H x H window of the map in the
+      channel branch, so every array that depends on the channel branch differs;
+    - an assumed dilation, only when the spatial branch (which alone uses it) differs;
+    - an assumed mode, only when the output or the buffers differ.
+    """
+    failed = [r.name for r in rows if not r.passed]
+    if not failed:
+        return []
+    out = []
+    _, _, h, w = arrays["x"].shape
+    channel_failed = any("channel_att" in name for name in failed)
+    if h != w and (channel_failed or "y" in failed):
+        out.append(f"x is {h}x{w}, not square: the authors' released code pools only the top-left "
+                   f"{h}x{h} window in the channel branch (avg_pool2d with kernel H), minibam the whole "
+                   f"map; a probable cause if the file came from that code (check it with 'minibam verify')")
+    spatial_failed = any("spatial_att" in name for name in failed) or "y" in failed
+    if not given_dilation and config.dilation_conv_num and spatial_failed and \
+            any(n.startswith("dilation_val") for n in notes):
+        out.append(f"the dilation was assumed ({config.dilation_val}): if the file used another, "
+                   f"say --dilation D")
+    mode_assumed = any(n.startswith(("training not stored", "mode not stored")) for n in notes)
+    if not given_mode and mode_assumed and ("y" in failed or any(n.startswith("after.") for n in failed)):
+        out.append(f"the mode was not stored ({'training' if config.training else 'eval'} assumed): "
+                   f"if the file was made the other way, say --{'eval' if config.training else 'train'}")
+    return out

@@ -4,6 +4,7 @@
     minibam check      every op and BAM against finite differences (and PyTorch if installed)
     minibam reference  write a self-contained .npz case for checking another BAM
     minibam compare    run minibam's BAM on such a case and report the differences
+    minibam verify     check a PyTorch BAM from a Python file: which variant, and where it departs
     minibam bench      time BAM forward + backward beside PyTorch
 
 Exit status: 0 when everything passed, 1 when a check or comparison failed, 2 for bad
@@ -19,12 +20,12 @@ import sys
 from collections.abc import Sequence
 
 from minibam import __version__
-from minibam.cli import bench, check, compare, reference
+from minibam.cli import bench, check, compare, reference, verify
 from minibam.cli._common import Parser, UsageError, parse_shape
 
 __all__ = ["UsageError", "build_parser", "main", "parse_shape"]
 
-COMMANDS = (check, reference, compare, bench)
+COMMANDS = (check, reference, compare, verify, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -76,6 +76,11 @@ class Report:
                 f"{self.closest!r} ({self.descriptions.get(self.closest, '')})")
 
     def __str__(self) -> str:
+        return self.render()
+
+    def render(self, limit: int | None = None) -> str:
+        """The verdict, the worst offender, where it departs, then the table: every row,
+        or with ``limit`` the failed rows only, at most ``limit`` of them."""
         lines = [f"verify.{self.module.lower()}: {self.headline()}"]
         w = worst(self.rows)
         if w is not None:
@@ -98,12 +103,18 @@ class Report:
         lines.append(f"  {self.dtype}: pass when |theirs - minibam| <= atol + rtol * |minibam| element-wise "
                      f"(rtol={rtol:g}, atol={atol:g}, torch.testing.assert_close's defaults); "
                      f"max rel = max abs / max |minibam|; {self.seconds:.1f} s")
-        if self.rows:
-            width = max(len(r.name) for r in self.rows)
+        shown = self.rows if limit is None else [r for r in self.rows if not r.passed][:limit]
+        if shown:
+            width = max(len(r.name) for r in shown)
             header = f"{'array':<{width}}  {'max abs':>9} {'max rel':>9} {'mismatched':>12}  result"
             lines += ["", header, "-" * len(header)]
-            for r in self.rows:
+            for r in shown:
                 mism = f"{r.mismatched}/{r.size}"
                 lines.append(f"{r.name:<{width}}  {r.max_abs:>9.1e} {r.max_rel:>9.1e} {mism:>12}  "
                              f"{'pass' if r.passed else 'FAIL'}{' (zero by construction)' if r.on_case_scale else ''}")
+        hidden = len(self.rows) - len(shown)
+        if hidden:
+            failed = sum(not r.passed for r in self.rows) - len(shown) if limit is not None else 0
+            lines.append(f"({len(self.rows)} arrays compared; {hidden} not shown"
+                         + (f", {failed} of them failed" if failed > 0 else ", all passed") + ")")
         return "\n".join(lines)
