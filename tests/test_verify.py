@@ -173,3 +173,113 @@ def test_seeded_and_deterministic():
     a.pop("seconds"), b.pop("seconds")
     assert a == b
     assert np.isfinite([r["max_rel"] for r in a["rows"]]).all()
+
+
+# ------------------------------------------------------------------ minibam verify
+USER_FILE = '''
+import sys
+sys.path.insert(0, {tests!r})
+from torch_bam import TorchBAM, with_bug, RenamedBAM
+
+def Good(c=16):
+    return TorchBAM(c, 4, 2, 4, "official")
+
+def Buggy(c=16):
+    return with_bug(TorchBAM(c, 4, 2, 4, "paper"), "channel activation wrong")
+
+class Halves(TorchBAM):
+    def forward(self, x):
+        return super().forward(x)[:, :2]
+
+def Renamed(c=16):
+    return RenamedBAM(c, 4)
+
+NOT_A_MODULE = 3
+
+def gives_a_number(c=16):
+    return 3
+'''
+
+
+@pytest.fixture()
+def user_file(tmp_path):
+    path = tmp_path / "mybam.py"
+    path.write_text(USER_FILE.format(tests=str(ROOT / "tests")))
+    (tmp_path / "broken.py").write_text("import no_such_module_anywhere\n")
+    (tmp_path / "syntax.py").write_text("def f(:\n")
+    return path
+
+
+def run_cli(capsys, *argv):
+    from minibam.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_verify_passes_and_fails_with_exit_codes(user_file, capsys):
+    code, out, err = run_cli(capsys, "verify", f"{user_file}:Good")
+    assert code == 0 and err == ""
+    assert out.startswith("verify.bam: PASS: the module is BAM variant 'official'")
+    code, out, _ = run_cli(capsys, "verify", f"{user_file}:Buggy", "--channels", "16")
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0].startswith("verify.bam: FAIL") and "closest is 'paper'" in lines[0]
+    assert lines[2].startswith("  first divergence: channel_att.gate_c.gate_c_relu_1")
+
+
+def test_cli_verify_json_parses(user_file, capsys):
+    code, out, _ = run_cli(capsys, "verify", f"{user_file}:Buggy", "--json", "--mode", "train")
+    data = json.loads(out)
+    assert code == 1 and data["passed"] is False and data["closest"] == "paper"
+    assert data["first_divergence"] == "channel_att.gate_c.gate_c_relu_1"
+    assert all(r["name"].startswith("train ") for r in data["rows"])
+    code, out, _ = run_cli(capsys, "verify", f"{user_file}:Renamed", "--json")
+    assert code == 0 and json.loads(out)["variant"] == "official"
+
+
+def test_cli_verify_bad_input_is_one_line_and_exit_2(user_file, capsys):
+    folder = user_file.parent
+    partial = json.dumps({"mlp.0": "channel_att.gate_c.gate_c_fc_0"})
+    cases = {
+        "does not import: ModuleNotFoundError": [f"{folder / 'broken.py'}:Good"],
+        "does not import: SyntaxError": [f"{folder / 'syntax.py'}:Good"],
+        "no such file": [f"{folder / 'nope.py'}:Good"],
+        "has no 'Missing'": [f"{user_file}:Missing"],
+        "is a int, not a class or a function": [f"{user_file}:NOT_A_MODULE"],
+        "gave a int, not a torch.nn.Module": [f"{user_file}:gives_a_number"],
+        "output is (4, 2, 8, 8)": [f"{user_file}:Halves", "--channels", "16"],
+        "BAM keys missing": [f"{user_file}:Renamed", "--key-map", partial],
+        "expected FILE.py:NAME": [str(user_file)],
+        "Good(7) raised ValueError": [f"{user_file}:Good", "--channels", "7"],
+    }
+    for words, argv in cases.items():
+        code, out, err = run_cli(capsys, "verify", *argv)
+        assert code == 2, (words, out, err)
+        assert out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert err.startswith("minibam verify: error:") and words in err, (words, err)
+
+
+def test_cli_verify_as_a_process(user_file):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "minibam", "verify", f"{user_file}:Halves"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and done.stdout == "" and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_released_code_crashing_on_wide_maps_is_its_signature():
+    shapes = [(2, C, 4, 9), (3, C, 6, 10)]  # W >= 2H: the released code raises
+    report = verify.bam(ReleasedBAM(C, R), shapes=shapes)
+    assert report.passed and report.variant == "official-released", report
+    assert any("RuntimeError" in note for note in report.notes)
+    # a module that runs there is not the released code
+    report = verify.bam(TorchBAM(C, R, 2, 4, "official"), shapes=shapes)
+    assert report.variant == "official"
+    assert not next(c for c in report.candidates if c.name == "official-released").passed
+
+
+def test_a_float32_module_with_a_bug_still_fails():
+    module = with_bug(TorchBAM(C, R, 2, 4, "official"), "spatial relu forgotten").float()
+    report = verify.bam(module, dtype="float32", training=(True,))
+    assert not report.passed and report.first_divergence == "spatial_att.gate_s.gate_s_relu_reduce0"

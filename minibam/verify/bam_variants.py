@@ -77,6 +77,8 @@ def run_variant(bam: BAM, spec: Variant, x: np.ndarray, dy: np.ndarray, training
             value = out
         return value
 
+    if spec.pooling == "window" and not h <= w < 2 * h:
+        raise ValueError(f"verify: the released code's pooling cannot run on a {h}x{w} map (needs H <= W < 2H)")
     if training and n < 2:
         raise ValueError(f"verify: training mode needs a batch of at least 2, got shape {x.shape}")
     pooled_from = xt if spec.pooling == "global" else xt[:, :, :h, :h]

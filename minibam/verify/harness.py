@@ -115,6 +115,9 @@ def call_order(module: Any, x: np.ndarray) -> list[str]:
     try:
         with torch.no_grad():
             twin(torch.as_tensor(x, dtype=next(twin.parameters()).dtype))
+    except Exception as error:
+        raise ValueError(f"verify: the module fails on an input of shape {x.shape}: "
+                         f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}") from None
     finally:
         for h in handles:
             h.remove()

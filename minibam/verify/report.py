@@ -114,7 +114,7 @@ class Report:
                              f"{'pass' if r.passed else 'FAIL'}{' (zero by construction)' if r.on_case_scale else ''}")
         hidden = len(self.rows) - len(shown)
         if hidden:
-            failed = sum(not r.passed for r in self.rows) - len(shown) if limit is not None else 0
-            lines.append(f"({len(self.rows)} arrays compared; {hidden} not shown"
-                         + (f", {failed} of them failed" if failed > 0 else ", all passed") + ")")
+            failed = sum(not r.passed for r in self.rows) - len(shown)
+            lines.append(f"({len(self.rows)} arrays compared; " + (
+                f"{hidden} more not shown, {failed} of them failed)" if shown else "all passed)"))
         return "\n".join(lines)
