@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from minibam.exercises._compare import compare, largest
+from minibam.checks.compare import compare, largest
 from minibam.exercises.core import Case, Exercise, Mistake, WrongAnswer
 
 FD_RTOL, FD_ATOL = 1e-5, 1e-6  # central differences with eps 1e-6 agree to ~1e-9
