@@ -9,6 +9,7 @@ import numpy as np
 from minibam.cli._common import (
     DTYPES,
     UsageError,
+    check_bam_fits,
     int_at_least,
     optional_torch,
     say,
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
                              f"reduction ratio {args.reduction} (--reduction)")
         if shape[0] < 2:
             raise UsageError(f"shape {shape_str(shape)}: training mode needs a batch of at least 2")
+        check_bam_fits(shape, shape[1], min(args.reduction, shape[1]), 2, 8, "--shapes")
     torch = None if args.no_torch else optional_torch()
     threads = bench.blas_threads(args.threads)
     say(f"BAM forward + backward, training mode, variant {args.variant}, r={args.reduction}; "
