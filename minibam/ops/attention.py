@@ -81,13 +81,17 @@ class BamCombine(Function):
         return dx, dmc, dms
 
 
-def _blocks(n: int, c: int, plane: int, elements: int = 1 << 16):
-    """(sample, channel slice) blocks of about ``elements`` values each.
+# Values per block; read at call time, so a test can shrink it to force many blocks.
+BLOCK_ELEMENTS = 1 << 16
+
+
+def _blocks(n: int, c: int, plane: int):
+    """(sample, channel slice) blocks of about ``BLOCK_ELEMENTS`` values each.
 
     Working block by block keeps every temporary in the CPU cache instead of making it
     a full (N, C, H, W) array: the backward runs 2-3x faster than whole-array NumPy.
     """
-    step = max(1, elements // max(plane, 1))
+    step = max(1, BLOCK_ELEMENTS // max(plane, 1))
     for i in range(n):
         for start in range(0, c, step):
             yield i, slice(start, min(start + step, c))
