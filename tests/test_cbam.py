@@ -261,7 +261,7 @@ def test_a_single_sample_trains_when_it_has_several_pixels():
         (lambda: nn.CBAM(8, 2, pool_types=()), ValueError, "non-empty"),
         (lambda: nn.CBAM(8, 2, pool_types=("avg", "mean")), ValueError, r"'mean'"),
         (lambda: nn.CBAM(8.0, 2), TypeError, "gate_channels must be an int"),
-        (lambda: nn.CBAM(8, 0), ValueError, "reduction_ratio must be >= 1"),
+        (lambda: nn.CBAM(8, 0), ValueError, "reduction_ratio must be a positive int"),
     ],
 )
 def test_construction_errors(make, error, pattern):
