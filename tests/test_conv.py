@@ -11,6 +11,7 @@ from torch_ref import assert_matches_torch
 
 import minibam as mb
 from minibam import functional as F
+from minibam.ops import conv
 from minibam.ops.conv import col2im, im2col
 
 
@@ -64,8 +65,11 @@ def test_conv2d_matches_torch(case, with_bias):
 
 @given(case=conv_cases(stride_one=True), with_bias=st.booleans())
 def test_stride_one_conv2d_matches_torch(case, with_bias):
-    """Stride 1 with any kernel, padding and dilation: the path on the flat padded layout."""
-    _assert_conv2d_matches_torch(case, with_bias)
+    """Stride 1 with any kernel, padding and dilation, forced onto the flat padded layout
+    (which by default only large maps with few channels take)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv, "FLAT_MAX_WASTE", float("inf"))
+        _assert_conv2d_matches_torch(case, with_bias)
 
 
 def _assert_conv2d_matches_torch(case, with_bias):
@@ -135,7 +139,10 @@ def test_skipped_input_grads(kernel, params, needs):
         ((2, 2, 6, 5), (2, 2, 3, 3), {"padding": (2, 1), "dilation": (2, 1)}, True),  # BAM's kind
     ],
 )
-def test_conv2d_gradcheck(x_shape, w_shape, params, with_bias):
+@pytest.mark.parametrize("flat", [False, True])
+def test_conv2d_gradcheck(monkeypatch, x_shape, w_shape, params, with_bias, flat):
+    """``flat``: stride-1 cases forced onto the flat layout (docs/performance.md)."""
+    monkeypatch.setattr(conv, "FLAT_MAX_WASTE", float("inf") if flat else -1.0)
     rng = np.random.default_rng(3)
     inputs = [
         mb.Tensor(_normal(rng, x_shape), requires_grad=True),
