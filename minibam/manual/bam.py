@@ -64,6 +64,9 @@ def bn_di(i: int) -> str:
 # --------------------------------------------------------------------------------------
 
 
+# inf and nan come back as values, never as warnings, as in PyTorch and the rest of
+# minibam (docs/guarantees.md, "Warnings").
+@np.errstate(all="ignore")
 def bam_forward(
     x: np.ndarray,
     params: dict[str, np.ndarray],
@@ -85,7 +88,7 @@ def bam_forward(
       ``num_batches_tracked + 1``); in eval, copies of the given ones.
       ``params.update(cache["running"])`` does what PyTorch does in place.
     """
-    F, n_dilated = _check_inputs(x, params, variant, training, dilation_val)
+    F, n_dilated = _check_inputs(x, params, variant, training, dilation_val, eps)
     layers: dict[str, dict] = {}  # one small cache per layer, by layer name
     running: dict[str, np.ndarray] = {}
     paper = variant == "paper"
@@ -128,15 +131,24 @@ def bam_forward(
     return y, cache
 
 
+_CACHE_KEYS = {"variant", "n_dilated", "F", "M_c", "M_s", "M", "layers", "running", "param_names"}
+
+
+@np.errstate(all="ignore")
 def bam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     """BAM backward: dL/dy (N, C, H, W) -> {"x": dL/dx, and dL/dp for every parameter p}.
 
     Parameters are the weights and biases (not the BN buffers), under their
     ``BAM.state_dict()`` names, in state_dict order after ``"x"``.
     """
+    if not isinstance(cache, dict) or not _CACHE_KEYS <= cache.keys():
+        raise TypeError(
+            f"bam_backward: cache must be the dict returned by bam_forward, got "
+            f"{type(cache).__name__}"
+        )
     F, M, M_c, M_s = cache["F"], cache["M"], cache["M_c"], cache["M_s"]
     layers, n_dilated, paper = cache["layers"], cache["n_dilated"], cache["variant"] == "paper"
-    dy = np.asarray(dy)
+    dy = _real_array(dy, "dy", "bam_backward")
     if dy.shape != F.shape:
         raise ValueError(f"bam_backward: dy has shape {dy.shape}, expected y's shape {F.shape}")
     grads: dict[str, np.ndarray] = {}
@@ -242,36 +254,47 @@ def _col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: i
 def _conv_forward(
     x: np.ndarray, params: dict, name: str, padding: int, dilation: int
 ) -> tuple[np.ndarray, dict]:
-    """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b."""
-    w, b = np.asarray(params[f"{name}.weight"]), np.asarray(params[f"{name}.bias"])
+    """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b.
+
+    A layer without a ``.bias`` entry in ``params`` has no bias (CBAM's spatial conv).
+    """
+    w = np.asarray(params[f"{name}.weight"])
     out_channels, k = w.shape[0], w.shape[2]
     cols = _im2col(x, k, padding, dilation)
-    y = w.reshape(out_channels, -1) @ cols + b[:, None]
+    y = w.reshape(out_channels, -1) @ cols
+    has_bias = f"{name}.bias" in params
+    if has_bias:
+        y += np.asarray(params[f"{name}.bias"])[:, None]
     H_out = x.shape[2] + 2 * padding - dilation * (k - 1)
+    W_out = x.shape[3] + 2 * padding - dilation * (k - 1)
     cache = {"name": name, "cols": cols, "w": w, "x_shape": x.shape,
-             "padding": padding, "dilation": dilation}
-    return y.reshape(x.shape[0], out_channels, H_out, -1), cache
+             "padding": padding, "dilation": dilation, "has_bias": has_bias}
+    # Sizes spelled out rather than -1: NumPy cannot infer one for an empty batch.
+    return y.reshape(x.shape[0], out_channels, H_out, W_out), cache
 
 
 def _conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """dW = sum_n dy[n] cols[n]^T,  db = sum_{n,h,w} dy,  dx = col2im(W^T dy[n])."""
     w = c["w"]
-    dy2 = dy.reshape(dy.shape[0], dy.shape[1], -1)  # (N, O, H_out W_out)
+    dy2 = dy.reshape(dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])  # (N, O, H_out W_out)
     dw = np.tensordot(dy2, c["cols"], axes=([0, 2], [0, 2]))  # sum over n and positions
     grads[f"{c['name']}.weight"] = dw.reshape(w.shape)
-    grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
+    if c["has_bias"]:
+        grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
     dcols = w.reshape(w.shape[0], -1).T @ dy2
     return _col2im(dcols, c["x_shape"], w.shape[2], c["padding"], c["dilation"])
 
 
 def _bn_forward(
-    x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict
+    x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict,
+    momentum: float = MOMENTUM,
 ) -> tuple[np.ndarray, dict]:
     """Batch norm over axis 1 of (N, C) or (N, C, H, W): y = gamma x_hat + beta.
 
     Training: x_hat = (x - mu) / sqrt(var + eps) with the batch mean and biased variance
-    over the m = N (H W) values of each channel; the new running buffers go into
-    ``running``. Eval: the running mean and variance take the place of mu and var.
+    over the m = N (H W) values of each channel; the new running buffers (the new batch
+    weighted by ``momentum``) go into ``running``. Eval: the running mean and variance
+    take the place of mu and var.
     """
     axes = (0, *range(2, x.ndim))
     per_channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector against x
@@ -283,8 +306,8 @@ def _bn_forward(
     if training:
         m = x.size // x.shape[1]
         mu, var = x.mean(axis=axes), x.var(axis=axes)
-        running[f"{name}.running_mean"] = (1 - MOMENTUM) * running_mean + MOMENTUM * mu
-        running[f"{name}.running_var"] = (1 - MOMENTUM) * running_var + MOMENTUM * var * m / (m - 1)
+        running[f"{name}.running_mean"] = (1 - momentum) * running_mean + momentum * mu
+        running[f"{name}.running_var"] = (1 - momentum) * running_var + momentum * var * m / (m - 1)
         running[f"{name}.num_batches_tracked"] = tracked + 1
     else:
         mu, var = running_mean, running_var
@@ -372,17 +395,27 @@ def _param_names(n: int, variant: str) -> list[str]:
 
 
 def _check_inputs(
-    x: np.ndarray, params: dict, variant: str, training: bool, dilation_val: int
+    x: np.ndarray, params: dict, variant: str, training: bool, dilation_val: int, eps: float
 ) -> tuple[np.ndarray, int]:
-    """Validate everything up front; return x as a float array and n, the dilated-conv count."""
+    """Validate everything up front, as ``F.batch_norm`` and ``nn.BAM`` do; return x as a
+    float array and n, the dilated-conv count."""
     if variant not in ("paper", "official"):
         raise ValueError(f"bam_forward: variant must be 'paper' or 'official', got {variant!r}")
-    is_int = isinstance(dilation_val, (int, np.integer)) and not isinstance(dilation_val, bool)
-    if not is_int or dilation_val < 1:
-        raise ValueError(f"bam_forward: dilation_val must be a positive int, got {dilation_val!r}")
-    F = np.asarray(x)
-    if not np.issubdtype(F.dtype, np.floating):
-        F = F.astype(np.float64)
+    if isinstance(dilation_val, (bool, np.bool_)) or not isinstance(dilation_val, (int, np.integer)):
+        raise TypeError(f"bam_forward: dilation_val must be an int, got {dilation_val!r}")
+    if dilation_val < 1:
+        raise ValueError(f"bam_forward: dilation_val must be >= 1, got {dilation_val!r}")
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"bam_forward: eps must be a real number, got {eps!r}")
+    if not (eps > 0 if training else eps >= 0) or eps == np.inf:
+        kind = "positive during training" if training else "non-negative"
+        raise ValueError(f"bam_forward: eps must be {kind} and finite, got {eps!r}")
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"bam_forward: params must be a dict of BAM.state_dict() names to arrays, "
+            f"got {type(params).__name__}"
+        )
+    F = _real_array(x, "x", "bam_forward")
     if F.ndim != 4:
         raise ValueError(f"bam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
     N, C = F.shape[:2]
@@ -416,6 +449,8 @@ def _check_inputs(
             f"bam_forward: params do not match BAM(variant={variant!r}, dilation_conv_num={n}): "
             f"missing keys {missing}, unexpected keys {unexpected}"
         )
+    for name in expected:
+        _real_array(params[name], f"params[{name!r}]", "bam_forward")
     wrong = [
         f"{name}: got {np.shape(params[name])}, expected {shape}"
         for name, shape in expected.items()
@@ -427,3 +462,14 @@ def _check_inputs(
             + "; ".join(wrong)
         )
     return F, n
+
+
+def _real_array(value: object, name: str, fn: str) -> np.ndarray:
+    """``value`` as an array of real numbers (float kept, bool and int to float64).
+
+    Complex input would lose its imaginary part without a word, and object or string
+    arrays would fail deep inside NumPy: both are refused here, as ``mb.Tensor`` does."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: {name} must hold real numbers, got dtype {array.dtype}")
+    return array if array.dtype.kind == "f" else array.astype(np.float64)
