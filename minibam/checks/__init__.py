@@ -4,6 +4,7 @@
   (and vs PyTorch float64 when it is installed);
 - :mod:`~minibam.checks.catalogue`: every op, with small inputs;
 - :mod:`~minibam.checks.bam`: BAM with random weights, and BAM as a check;
+- :mod:`~minibam.checks.cbam`: CBAM's pooling ops, and CBAM with random weights as a check;
 - :mod:`~minibam.checks.reference`: the ``.npz`` reference case format, written and compared.
 """
 
@@ -13,15 +14,17 @@ import numpy as np
 
 from minibam.checks.bam import bam_cases, random_bam
 from minibam.checks.catalogue import op_cases
+from minibam.checks.cbam import cbam_cases, random_cbam
 from minibam.checks.runner import FD_TOL, TORCH_TOL, Case, Result, relative_error, run_case
 
 
 def all_cases(seed: int = 0, thorough: bool = False) -> list[Case]:
-    """Every op, then BAM in both variants; inputs drawn from ``seed``."""
+    """Every op, then BAM in both variants, then CBAM's pools and CBAM; inputs drawn from ``seed``."""
     rng = np.random.default_rng(seed)
-    return op_cases(rng, thorough) + bam_cases(rng, thorough)
+    return op_cases(rng, thorough) + bam_cases(rng, thorough) + cbam_cases(rng, thorough)
 
 
 __all__ = [
-    "FD_TOL", "TORCH_TOL", "Case", "Result", "all_cases", "random_bam", "relative_error", "run_case",
+    "FD_TOL", "TORCH_TOL", "Case", "Result", "all_cases", "random_bam", "random_cbam", "relative_error",
+    "run_case",
 ]
