@@ -331,18 +331,15 @@ def test_bamnet_attention_errors_and_use_bam():
     assert nn.BAMNet(widths=(4, 8), use_bam=False, attention="cbam").attention_modules() == []
 
 
-def test_minibam_check_has_cbam_rows_that_pass_and_can_fail(monkeypatch):
+def test_minibam_check_has_cbam_rows_and_they_can_fail(monkeypatch):
+    """The rows pass in test_cli's full `minibam check` run; here a broken max-pool
+    backward must fail both its own row and the whole module's."""
     from minibam.checks import all_cases, run_case
     from minibam.ops import pool
 
     cases = [c for c in all_cases(seed=3) if c.op in ("CBAM", "global_max_pool2d", "channel_pool")]
-    assert [c.op for c in cases].count("CBAM") == 2 and len(cases) == 4
-    results = [run_case(c, seed=3, torch=torch) for c in cases]
-    assert all(r.passed for r in results), [(r.case.op, r.failure, r.fd_error) for r in results]
-    assert all(r.torch_error is not None for r in results)
-
+    assert [c.op for c in cases] == ["global_max_pool2d", "channel_pool", "CBAM", "CBAM"]
     original = pool.GlobalMaxPool2d.backward
     monkeypatch.setattr(pool.GlobalMaxPool2d, "backward",
                         staticmethod(lambda ctx, g: (original(ctx, g)[0] * 0.5,)))
-    broken = [run_case(c, seed=3, torch=torch) for c in cases]
-    assert [r.passed for r in broken] == [False, True, False, False]
+    assert [run_case(c, seed=3).passed for c in cases[:3]] == [False, True, False]
