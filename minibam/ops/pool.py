@@ -83,7 +83,7 @@ class GlobalLpPool2d(Function):
 
     PyTorch's ``lp_pool2d`` with the whole plane as its window (CBAM's "lp", p = 2).
     Where $y = 0$ and $p > 1$ the gradient is taken as 0, as PyTorch's is. See
-    docs/derivations/cbam.md, "L^p pooling".
+    docs/derivations/cbam.md, "Lp pooling".
     """
 
     @staticmethod
