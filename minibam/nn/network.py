@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from minibam import functional as F
 from minibam.nn.bam import BAM
 from minibam.nn.cbam import CBAM
-from minibam.nn.layers import BatchNorm2d, Conv2d, Linear, ReLU
+from minibam.nn.layers import BatchNorm2d, Conv2d, Linear, ReLU, checked_int
 from minibam.nn.module import Module, Sequential
 from minibam.tensor import Tensor
 
@@ -42,6 +42,12 @@ class BAMNet(Module):
                  variant: str = "paper", attention: str | None = "bam",
                  pool_types: Sequence[str] = ("avg", "max")) -> None:
         super().__init__()
+        if not isinstance(widths, (tuple, list)) or not widths:
+            raise TypeError(f"BAMNet: widths must be a non-empty tuple of ints, got {widths!r}")
+        for i, width in enumerate(widths):
+            checked_int(width, f"widths[{i}]", "BAMNet")
+        checked_int(in_channels, "in_channels", "BAMNet")
+        checked_int(num_classes, "num_classes", "BAMNet")
         if attention not in ATTENTION:
             raise ValueError(f"BAMNet: attention must be one of {ATTENTION}, got {attention!r}")
         self.attention = attention if use_bam else None
