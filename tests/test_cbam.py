@@ -341,3 +341,19 @@ def test_minibam_check_has_cbam_rows_and_they_can_fail(monkeypatch):
     monkeypatch.setattr(pool.GlobalMaxPool2d, "backward",
                         staticmethod(lambda ctx, g: (original(ctx, g)[0] * 0.5,)))
     assert [run_case(c, seed=3).passed for c in cases[:3]] == [False, True, False]
+
+
+def test_manual_refuses_what_bam_manual_refuses():
+    params = random_params(4, 2, rng=0)
+    x = np.zeros((2, 4, 3, 3))
+    with pytest.raises(TypeError, match="cbam_forward: x must hold real numbers"):
+        manual.cbam_forward(x.astype(complex), params)
+    with pytest.raises(TypeError, match="cbam_forward: params must be a dict"):
+        manual.cbam_forward(x, list(params.items()))
+    with pytest.raises(ValueError, match="cbam_forward: eps must be positive"):
+        manual.cbam_forward(x, params, eps=0.0)
+    with pytest.raises(TypeError, match="cbam_backward: cache must be the dict"):
+        manual.cbam_backward(x, None)
+    with np.errstate(all="raise"):  # inf in, inf out, no warning
+        y, cache = manual.cbam_forward(np.full((2, 4, 3, 3), 1e308), params, training=False)
+        manual.cbam_backward(np.ones_like(y), cache)

@@ -31,6 +31,7 @@ from minibam.manual.bam import (
     _conv_forward,
     _linear_backward,
     _linear_forward,
+    _real_array,
     _sigmoid,
 )
 
@@ -39,6 +40,8 @@ CONV, BN = "SpatialGate.spatial.conv", "SpatialGate.spatial.bn"
 BN_MOMENTUM = 0.01  # the released code's, for its one batch norm
 
 
+# inf and nan come back as values, never as warnings, as in BAM's manual pass.
+@np.errstate(all="ignore")
 def cbam_forward(x: np.ndarray, params: dict[str, np.ndarray],
                  pool_types: Sequence[str] = ("avg", "max"),
                  no_spatial: bool = False, training: bool = True,
@@ -48,7 +51,7 @@ def cbam_forward(x: np.ndarray, params: dict[str, np.ndarray],
     Cache keys a reader may want: ``"M_c"`` (N, C), ``"M_s"`` (N, 1, H, W) (None with
     ``no_spatial``), and ``"running"``, the batch-norm buffers after the pass.
     """
-    F = _check_inputs(x, params, pool_types, no_spatial, training)
+    F = _check_inputs(x, params, pool_types, no_spatial, training, eps)
     N, C = F.shape[:2]
     layers, running = {}, {}
     # ---- channel gate: M_c = sigmoid(sum_k W1 ReLU(W0 pool_k(F) + b0) + b1) ---------
@@ -73,10 +76,14 @@ def cbam_forward(x: np.ndarray, params: dict[str, np.ndarray],
     return F1 * M_s, cache
 
 
+@np.errstate(all="ignore")
 def cbam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     """CBAM backward: dL/dy -> {"x": dL/dx, and dL/dp for every parameter p, state_dict order}."""
+    if not isinstance(cache, dict) or not {"F", "F1", "M_c", "M_s", "layers"} <= cache.keys():
+        raise TypeError(f"cbam_backward: cache must be the dict returned by cbam_forward, got "
+                        f"{type(cache).__name__}")
     F, F1, M_c, M_s, layers = cache["F"], cache["F1"], cache["M_c"], cache["M_s"], cache["layers"]
-    dy = np.asarray(dy)
+    dy = _real_array(dy, "dy", "cbam_backward")
     if dy.shape != F.shape:
         raise ValueError(f"cbam_backward: dy has shape {dy.shape}, expected y's shape {F.shape}")
     grads: dict[str, np.ndarray] = {}
@@ -161,14 +168,20 @@ POOLS = {"avg": (_avg, _avg_backward), "max": (_max, _max_backward),
          "lp": (_lp, _lp_backward), "lse": (_lse, _lse_backward)}
 
 
-def _check_inputs(x, params, pool_types, no_spatial, training) -> np.ndarray:
+def _check_inputs(x, params, pool_types, no_spatial, training, eps) -> np.ndarray:
     """Validate everything up front; return x as a float array."""
     if isinstance(pool_types, str) or not pool_types or any(k not in POOLS for k in pool_types):
         raise ValueError(f"cbam_forward: pool_types must be a non-empty sequence drawn from "
                          f"{tuple(POOLS)}, got {pool_types!r}")
-    F = np.asarray(x)
-    if not np.issubdtype(F.dtype, np.floating):
-        F = F.astype(np.float64)
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"cbam_forward: eps must be a real number, got {eps!r}")
+    if not (eps > 0 if training else eps >= 0) or eps == np.inf:
+        raise ValueError(f"cbam_forward: eps must be {'positive' if training else 'non-negative'} "
+                         f"and finite, got {eps!r}")
+    if not isinstance(params, dict):
+        raise TypeError(f"cbam_forward: params must be a dict of CBAM.state_dict() names to "
+                        f"arrays, got {type(params).__name__}")
+    F = _real_array(x, "x", "cbam_forward")
     if F.ndim != 4:
         raise ValueError(f"cbam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
     N, C, H, W = F.shape
@@ -183,6 +196,8 @@ def _check_inputs(x, params, pool_types, no_spatial, training) -> np.ndarray:
         expected |= {f"{CONV}.weight": (1, 2, 7, 7), **{f"{BN}.{k}": (1,) for k in (
             "weight", "bias", "running_mean", "running_var")}}
     optional = set() if no_spatial else {f"{BN}.num_batches_tracked"}
+    for name in params:
+        _real_array(params[name], f"params[{name!r}]", "cbam_forward")
     missing = sorted(set(expected) - set(params))
     unexpected = sorted(set(params) - set(expected) - optional)
     wrong = [f"{k}: got {np.shape(params[k])}, expected {s}" for k, s in expected.items()

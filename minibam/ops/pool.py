@@ -88,8 +88,7 @@ class GlobalLpPool2d(Function):
 
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, p: float) -> np.ndarray:
-        with np.errstate(invalid="ignore"):  # a negative power sum gives NaN, as in PyTorch
-            y = (x**p).sum(axis=(2, 3)) ** (1 / p)
+        y = (x**p).sum(axis=(2, 3)) ** (1 / p)  # a negative power sum gives NaN, as in PyTorch
         ctx.save_for_backward(x, y)
         ctx.p = p
         return y
@@ -103,8 +102,7 @@ class GlobalLpPool2d(Function):
         zero = y == 0
         # y^(1-p), with 0 where y = 0: no x can raise y there, and PyTorch gives 0 too
         scale = np.where(zero, 0, grad / np.where(zero, 1, y) ** (p - 1))
-        with np.errstate(invalid="ignore"):
-            return (scale[:, :, None, None] * x ** (p - 1),)
+        return (scale[:, :, None, None] * x ** (p - 1),)
 
 
 class GlobalLsePool2d(Function):
