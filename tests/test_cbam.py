@@ -357,3 +357,12 @@ def test_manual_refuses_what_bam_manual_refuses():
     with np.errstate(all="raise"):  # inf in, inf out, no warning
         y, cache = manual.cbam_forward(np.full((2, 4, 3, 3), 1e308), params, training=False)
         manual.cbam_backward(np.ones_like(y), cache)
+
+
+def test_bench_has_a_cbam_suite(capsys):
+    from minibam.cli import main
+
+    code = main(["bench", "--suite", "cbam", "--shapes", "2,16,5,7", "--dtype", "float64", "--repeat",
+                 "1", "--warmup", "1", "--processes", "1", "--no-torch"])
+    out = capsys.readouterr().out
+    assert code == 0 and "CBAM forward + backward" in out and "(2,16,5,7)" in out
