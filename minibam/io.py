@@ -66,7 +66,7 @@ def save(state_dict: Mapping[str, Any], path: PathLike) -> None:
 
 
 def load(path: PathLike) -> dict[str, np.ndarray]:
-    """Read a checkpoint written by :func:`save`: a dict of arrays in the saved order.
+    """Read a checkpoint written by [`save`][minibam.io.save]: a dict of arrays in the saved order.
 
     Raises ``ValueError`` for a file that is not a minibam checkpoint (not an ``.npz``,
     corrupt, or without the marker) and for one that would need unpickling.

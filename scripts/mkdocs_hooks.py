@@ -171,6 +171,32 @@ _CDN_SCRIPTS = [
 ]
 
 
+_HEADING_ID = re.compile(r'<h[1-6]\b[^>]*\bid="([^"]+)"')
+
+
+def on_page_context(context: dict, page: Page, config: MkDocsConfig, nav) -> dict:
+    """A notebook's table of contents links to the ids its headings really have.
+
+    mkdocs-jupyter makes the table of contents from a Markdown copy of the notebook, whose
+    ids lose inline code (`sum()` in a title), while the page's headings keep it; the
+    headings and the entries come in the same order, so each entry takes its heading's id.
+    """
+    if not page.file.src_uri.endswith(".ipynb"):
+        return context
+    ids = _HEADING_ID.findall(page.content or "")
+    entries = []
+    stack = list(reversed(page.toc.items))
+    while stack:
+        entry = stack.pop()
+        entries.append(entry)
+        stack.extend(reversed(entry.children))
+    if len(entries) != len(ids):
+        raise PluginError(f"{page.file.src_uri}: {len(entries)} contents entries, {len(ids)} headings")
+    for entry, heading_id in zip(entries, ids):
+        entry.id = heading_id
+    return context
+
+
 _BUNDLE = re.compile(r'<script src="[^"]*assets/javascripts/bundle\.[^"]*"></script>')
 
 

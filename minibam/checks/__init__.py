@@ -1,10 +1,10 @@
 """What ``minibam check`` and ``minibam reference`` / ``compare`` verify.
 
-- :mod:`~minibam.checks.runner`: one check = analytic backward vs finite differences
+- `minibam.checks.runner`: one check = analytic backward vs finite differences
   (and vs PyTorch float64 when it is installed);
-- :mod:`~minibam.checks.catalogue`: every op, with small inputs;
-- :mod:`~minibam.checks.bam`: BAM with random weights, and BAM as a check;
-- :mod:`~minibam.checks.reference`: the ``.npz`` reference case format, written and compared.
+- `minibam.checks.catalogue`: every op, with small inputs;
+- `minibam.checks.bam`: BAM with random weights, and BAM as a check;
+- `minibam.checks.reference`: the ``.npz`` reference case format, written and compared.
 """
 
 from __future__ import annotations

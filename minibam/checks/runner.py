@@ -1,6 +1,6 @@
 r"""Run one check: an op's backward against central finite differences, and against PyTorch.
 
-A :class:`Case` builds a :class:`Probe`: the leaf tensors to differentiate and a ``run``
+A `Case` builds a `Probe`: the leaf tensors to differentiate and a ``run``
 that computes the output from them (deterministically: a training-mode batch norm or
 BAM restores its running buffers first). With a random upstream gradient $u$ and
 $L = \langle u, f(\text{leaves})\rangle$:
