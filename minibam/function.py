@@ -83,8 +83,11 @@ class Function:
         needs = tuple(t is not None and t.requires_grad for t in inputs)
         ctx = Context(needs)
         arrays = [None if t is None else t.data for t in inputs]
-        out = cls.forward(ctx, *arrays, **params)
-        record = _config.grad_enabled and any(needs)
+        # The warning policy (docs/guarantees.md): inf and nan are results, as in
+        # PyTorch, never warnings; the backward walk does the same.
+        with np.errstate(all="ignore"):
+            out = cls.forward(ctx, *arrays, **params)
+        record = _config.is_grad_enabled() and any(needs)
         result = Tensor._wrap(out, requires_grad=record)
         if record:
             ctx.params = params

@@ -155,7 +155,8 @@ class Tensor:
                     f"backward() got a gradient of shape {grad.shape} for a tensor "
                     f"of shape {self.shape}"
                 )
-        _run_backward(self, grad)
+        with np.errstate(all="ignore"):  # inf/nan silently, as forward (docs/guarantees.md)
+            _run_backward(self, grad)
 
     # -------------------------------------------------------------- operators
     def _operand(self, other: Any) -> Tensor:

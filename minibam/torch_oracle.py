@@ -94,6 +94,48 @@ def bam_like(bam: Any, state: Mapping[str, np.ndarray] | None = None) -> TorchBA
     return model
 
 
+class TorchBAMNet(nn.Module):
+    """``minibam.nn.BAMNet`` in torch.nn, child for child (same ``state_dict()`` keys)."""
+
+    def __init__(self, children: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        for name, module in children.items():
+            self.add_module(name, module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for name, module in self.named_children():
+            if name == "head":
+                x = module(x.mean(dim=(2, 3)))
+            else:
+                x = module(x)
+        return x
+
+
+def bamnet_like(net: Any) -> TorchBAMNet:
+    """A TorchBAMNet with the layers, weights, mode and dtype of the minibam ``net``."""
+    from minibam import nn as mnn  # the minibam side, NumPy only
+
+    children: OrderedDict[str, nn.Module] = OrderedDict()
+    for name, child in net.named_children():
+        if isinstance(child, mnn.BAM):
+            children[name] = TorchBAM(child.gate_channel, child.reduction_ratio, child.dilation_conv_num,
+                                      child.dilation_val, child.variant)
+        elif isinstance(child, mnn.Linear):
+            children[name] = nn.Linear(child.weight.shape[1], child.weight.shape[0])
+        else:  # a conv-bn-relu stage
+            conv = child[0]
+            children[name] = nn.Sequential(
+                nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, bias=conv.bias is not None),
+                nn.BatchNorm2d(conv.out_channels), nn.ReLU())
+    model = TorchBAMNet(children)
+    dtype = torch.float32 if next(iter(net.parameters())).dtype == np.float32 else torch.float64
+    model.to(dtype)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()})
+    model.train(net.training)
+    return model
+
+
 def numpy_state(model: nn.Module, buffers_only: bool = False) -> dict[str, np.ndarray]:
     """``model``'s buffers (and parameters unless ``buffers_only``) as NumPy copies."""
     items = model.named_buffers() if buffers_only else model.state_dict().items()

@@ -33,7 +33,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from minibam.function import Context, Function
-from minibam.ops._checks import optional_tensor, pair, require_ndim, require_tensor
+from minibam.ops._checks import check_fits, optional_tensor, pair, require_ndim, require_tensor
+from minibam.ops.empty import EmptyBatch
 from minibam.tensor import Tensor
 
 Pair = tuple[int, int]
@@ -76,6 +77,15 @@ def geometry(
             f"side needs size + 2*padding >= dilation*(kernel-1) + 1"
         )
     return Geometry(kernel, strides, pads, dilations, (int(out[0]), int(out[1])))
+
+
+def check_sizes(op: str, shape: tuple[int, ...], g: Geometry, itemsize: int) -> None:
+    """Refuse (``ValueError``) a padded input or a column array too big for memory,
+    before NumPy is asked for it (padding=10**12 would otherwise be a MemoryError)."""
+    n, c, h, w = shape
+    (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
+    check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize)
+    check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize)
 
 
 def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
@@ -137,6 +147,7 @@ def im2col(
     if x.ndim != 4:
         raise ValueError(f"im2col: x must be (N, C, H, W) (4-D), got shape {x.shape}")
     g = geometry("im2col", x.shape[2], x.shape[3], kernel_size, stride, padding, dilation)
+    check_sizes("im2col", x.shape, g, x.dtype.itemsize)
     return unfold(x, g)
 
 
@@ -169,6 +180,7 @@ def col2im(
     if min(n, c, h, w) < 0:
         raise ValueError(f"col2im: input_shape must not be negative, got {input_shape!r}")
     g = geometry("col2im", h, w, kernel_size, stride, padding, dilation)
+    check_sizes("col2im", (n, c, h, w), g, cols.dtype.itemsize)
     expected = (n, c * g.kernel[0] * g.kernel[1], g.out[0] * g.out[1])
     if cols.shape != expected:
         raise ValueError(
@@ -279,4 +291,8 @@ def conv2d(
             f"{weight.shape}, got {bias.shape}"
         )
     g = geometry(op, x.shape[2], x.shape[3], weight.shape[2:], stride, padding, dilation)
+    check_sizes(op, x.shape, g, np.result_type(x.data, weight.data).itemsize)
+    if x.shape[0] == 0:  # PyTorch allows an empty batch: empty output, zero weight grads
+        dtype = np.result_type(*(t.data for t in (x, weight, bias) if t is not None))
+        return EmptyBatch.apply(x, weight, bias, out_shape=(0, weight.shape[0], *g.out), dtype=dtype)
     return Conv2d.apply(x, weight, bias, g=g)

@@ -1,0 +1,26 @@
+"""Every exercise, in teaching order: each builds on the ones before it.
+
+Adding an exercise is one module that builds an :class:`~minibam.exercises.core.Exercise`
+and one line here.
+"""
+
+from __future__ import annotations
+
+from minibam.exercises import bam, batchnorm, broadcasting, conv, matmul, reductions, sigmoid
+from minibam.exercises.core import Exercise
+
+EXERCISES: tuple[Exercise, ...] = (
+    broadcasting.UNBROADCAST,
+    broadcasting.DIV,
+    matmul.MATMUL,
+    sigmoid.SIGMOID,
+    reductions.REDUCE,
+    conv.IM2COL,
+    conv.COL2IM,
+    conv.CONV2D,
+    batchnorm.BACKWARD,
+    batchnorm.RUNNING,
+    reductions.GAP,
+    bam.COMBINE,
+    bam.WHOLE,
+)
