@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -502,32 +501,7 @@ def test_parse_shape_round_trips(shape, sep):
 
 
 # ------------------------------------------------------------------------ bench
-def test_bench_quick_prints_a_table_with_ratios(capsys):
-    code, out, _ = run(capsys, "bench", "--quick", "--repeat", "1", "--threads", "1")
-    assert code == 0
-    rows = [line for line in out.splitlines() if line.startswith("(")]
-    assert len(rows) == 4  # two quick shapes x two dtypes
-    if "PyTorch skipped" not in out:
-        for row in rows:
-            *_, ratio, diff = row.split()
-            assert float(ratio) > 0
-            assert float(diff) < (1e-4 if "float32" in row else 1e-12)
-
-
-def test_bench_without_torch_and_custom_shapes(capsys):
-    code, out, _ = run(capsys, "bench", "--shapes", "2,16,5,7", "--dtype", "float32", "--repeat", "1",
-                       "--no-torch")
-    assert code == 0 and "PyTorch skipped (--no-torch)" in out
-    assert "(2,16,5,7)" in out and "float32" in out and "float64" not in out.split("----")[-1]
-
-
-def test_benchmarks_script_is_a_thin_wrapper(monkeypatch, capsys):
-    script = ROOT / "benchmarks" / "bench_bam.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--quick", "--repeat", "1", "--no-torch", "--dtype", "float64"])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(script), run_name="__main__")
-    assert done.value.code == 0
-    assert "(2,32,8,8)" in capsys.readouterr().out
+# (the bench command's own tests: tests/test_bench.py)
 
 
 def test_random_bam_randomises_batch_norm_but_is_seeded():

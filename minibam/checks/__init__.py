@@ -7,6 +7,7 @@
   (and vs PyTorch float64 when it is installed), each case seeded by its name;
 - :mod:`~minibam.checks.catalogue`: every op, with small inputs;
 - :mod:`~minibam.checks.bam`: BAM with random weights, and BAM as a check;
+- :mod:`~minibam.checks.cbam`: CBAM's pooling ops, and CBAM with random weights as a check;
 - :mod:`~minibam.checks.reference`: the ``.npz`` reference case format, written and compared.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from minibam.checks.bam import bam_cases, random_bam
 from minibam.checks.catalogue import op_cases
+from minibam.checks.cbam import cbam_cases, random_cbam
 from minibam.checks.compare import TOLERANCES, Row, compare, default_tolerance
 from minibam.checks.runner import (
     FD_TOL,
@@ -27,12 +29,12 @@ from minibam.checks.runner import (
 
 
 def all_cases(thorough: bool = False) -> list[Case]:
-    """Every op, then BAM in both variants. A case's inputs come from its own seed
+    """Every op, then BAM in both variants, then CBAM's pools and CBAM. A case's inputs come from its own seed
     (``run_case(case, seed)``), so the list itself holds no random numbers."""
-    return op_cases(thorough) + bam_cases(thorough)
+    return op_cases(thorough) + bam_cases(thorough) + cbam_cases(thorough)
 
 
 __all__ = [
     "FD_TOL", "TOLERANCES", "TORCH_TOL", "Case", "Result", "Row", "all_cases", "case_seed", "compare",
-    "default_tolerance", "random_bam", "relative_error", "run_case",
+    "default_tolerance", "random_bam", "random_cbam", "relative_error", "run_case",
 ]

@@ -118,8 +118,11 @@ def make_reference(config: BamConfig, batch: int, height: int, width: int, seed:
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write exactly ``path`` (``np.savez`` alone would append ``.npz`` to other names)."""
-    with open(path, "wb") as handle:
+    """Write exactly ``path`` (``np.savez`` alone would append ``.npz`` to other names),
+    atomically: an interrupted write leaves any earlier file as it was."""
+    from minibam._atomic import atomic_write
+
+    with atomic_write(path) as handle:
         np.savez(handle, **arrays)
 
 
