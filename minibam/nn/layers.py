@@ -179,11 +179,15 @@ class BatchNorm2d(_BatchNorm):
 
 
 class ReLU(Module):
+    r"""$\max(x, 0)$ elementwise, as a module: [`relu`][minibam.ops.activation.relu]."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)
 
 
 class Sigmoid(Module):
+    r"""$\sigma(x) = 1 / (1 + e^{-x})$ elementwise, as a module: [`sigmoid`][minibam.ops.activation.sigmoid]."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.sigmoid(x)
 
