@@ -10,11 +10,13 @@ batch-norm backward still passes, because the true gradient is exactly zero.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from numbers import Real
 from typing import Any
 
 import numpy as np
 
 from minibam import _config
+from minibam.ops._checks import integer
 from minibam.tensor import Tensor
 
 
@@ -24,7 +26,8 @@ class GradcheckError(AssertionError):
 
 def _as_float64_input(value: Any) -> Any:
     if isinstance(value, Tensor):
-        return Tensor(value.data.astype(np.float64), requires_grad=value.requires_grad)
+        # C order: numeric_gradient perturbs the array through a flat view of it.
+        return Tensor(np.array(value.data, dtype=np.float64, order="C"), requires_grad=value.requires_grad)
     return value
 
 
@@ -67,10 +70,19 @@ def gradcheck(
     ``inputs`` are passed to ``fn`` positionally; Tensors among them are copied to
     float64 (the caller's tensors are not touched). An element passes when
     ``|analytic - numeric| <= atol + rtol * |numeric|``. Returns True, or raises
-    :class:`GradcheckError` naming the input, the worst element and both values.
+    [`GradcheckError`][minibam.gradcheck.GradcheckError] naming the input, the worst element and both values.
     ``fn`` must be deterministic: a module in training mode that updates running
     statistics should be given a function that restores them.
     """
+    if not callable(fn):
+        raise TypeError(f"gradcheck: fn must be callable, got {type(fn).__name__}")
+    for name, value, smallest in (("eps", eps, 0.0), ("atol", atol, None), ("rtol", rtol, None)):
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise TypeError(f"gradcheck: {name} must be a real number, got {value!r}")
+        if not (value > 0 if smallest is not None else value >= 0) or not np.isfinite(value):
+            kind = "positive" if smallest is not None else "non-negative"
+            raise ValueError(f"gradcheck: {name} must be finite and {kind}, got {value!r}")
+    integer(seed, "seed", "gradcheck", 0)
     if isinstance(inputs, Tensor) or not isinstance(inputs, (list, tuple)):
         inputs = (inputs,)
     args = [_as_float64_input(v) for v in inputs]

@@ -16,12 +16,14 @@ import os
 import zipfile
 from collections.abc import Mapping
 from typing import IO, Any
+from zlib import error as zlib_error
 
 import numpy as np
 
+from minibam._atomic import atomic_write
 from minibam.tensor import Tensor
 
-__all__ = ["FORMAT_VERSION", "MARKER", "load", "save"]
+__all__ = ["FORMAT_VERSION", "MARKER", "load", "read_arrays", "save"]
 
 MARKER = "__minibam__"
 FORMAT_VERSION = 1
@@ -43,7 +45,9 @@ def save(state_dict: Mapping[str, Any], path: PathLike) -> None:
     """Write ``state_dict`` (name -> np.ndarray or Tensor) to ``path`` as a ``.npz`` file.
 
     The file is written to exactly ``path`` (no ``.npz`` is appended, unlike
-    ``np.savez``); dtypes, shapes and the order of the keys are kept.
+    ``np.savez``); dtypes, shapes and the order of the keys are kept. The write is
+    atomic: a temporary file beside ``path`` is renamed over it only when complete, so
+    a failure or Ctrl-C midway leaves any earlier file untouched and no partial file.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(
@@ -59,56 +63,161 @@ def save(state_dict: Mapping[str, Any], path: PathLike) -> None:
         arrays[key] = _as_array(key, value)
     # zipfile directly rather than np.savez(path, **arrays): a key named "file" or
     # "allow_pickle" would collide with np.savez's own arguments.
-    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    if hasattr(path, "write"):  # an open binary file: the caller owns its fate
+        _write_npz(path, arrays)
+        return
+    with atomic_write(path) as handle:
+        _write_npz(handle, arrays)
+
+
+def _write_npz(handle: IO[bytes], arrays: Mapping[str, np.ndarray]) -> None:
+    with zipfile.ZipFile(handle, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, array in [(MARKER, np.array(FORMAT_VERSION)), *arrays.items()]:
             with zf.open(key + ".npy", mode="w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
 
 
 def load(path: PathLike) -> dict[str, np.ndarray]:
-    """Read a checkpoint written by :func:`save`: a dict of arrays in the saved order.
+    """Read a checkpoint written by [`save`][minibam.io.save]: a dict of arrays in the saved order.
 
     Raises ``ValueError`` for a file that is not a minibam checkpoint (not an ``.npz``,
-    corrupt, or without the marker) and for one that would need unpickling.
+    corrupt, or without a valid marker), and for anything [`read_arrays`][minibam.io.read_arrays] refuses.
     """
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except Exception as error:  # np.load raises many types for a file it cannot parse
-        # For bytes it does not recognise, np.load guesses "a pickle" and suggests
-        # allow_pickle=True; that advice is not repeated here.
-        reason = "not an .npz archive" if "pickle" in str(error) else str(error)
+    arrays = read_arrays(path)
+    if MARKER not in arrays:
         raise ValueError(
-            f"load: {path!r} is not a minibam checkpoint ({reason}; minibam reads only "
-            f".npz files written by mb.save and never unpickles)"
-        ) from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(
-            f"load: {path!r} is not a minibam checkpoint (a single .npy array, not an .npz "
-            f"archive)"
+            f"load: {path!r} is not a minibam checkpoint (an .npz file without the "
+            f"{MARKER!r} entry that mb.save writes)"
         )
-    with archive:
-        if MARKER not in archive.files:
-            raise ValueError(
-                f"load: {path!r} is not a minibam checkpoint (an .npz file without the "
-                f"{MARKER!r} entry that mb.save writes)"
-            )
-        try:
-            version = int(archive[MARKER])
-            state = {key: archive[key] for key in archive.files if key != MARKER}
-        except ValueError as error:
-            if "allow_pickle" not in str(error):
-                raise ValueError(f"load: {path!r} is a corrupt checkpoint: {error}") from error
-            raise ValueError(
-                f"load: {path!r} contains pickled Python objects; minibam never unpickles "
-                f"(allow_pickle=False), so it cannot be loaded"
-            ) from error
-        except (zipfile.BadZipFile, OSError, EOFError, TypeError) as error:
-            raise ValueError(f"load: {path!r} is a corrupt checkpoint: {error}") from error
-    if version > FORMAT_VERSION:
+    marker = arrays.pop(MARKER)
+    if marker.shape != () or marker.dtype.kind not in "iu" or int(marker) < 1:
         raise ValueError(
-            f"load: {path!r} has checkpoint format {version}; this minibam reads format "
+            f"load: {path!r}: member {MARKER + '.npy'!r} must hold the format version, a "
+            f"positive integer, got {marker!r}; this is not a checkpoint written by mb.save"
+        )
+    if int(marker) > FORMAT_VERSION:
+        raise ValueError(
+            f"load: {path!r} has checkpoint format {int(marker)}; this minibam reads format "
             f"{FORMAT_VERSION} or older, so upgrade minibam"
         )
-    return state
+    return arrays
+
+
+# Memory a load may use, as a multiple of the file's size (plus a little for tiny files):
+# an uncompressed member needs exactly its own size, while a deflated one may expand,
+# but never to gigabytes from a few megabytes (an "archive bomb").
+MAX_EXPANSION = 16
+SLACK_BYTES = 1 << 20
+_NUMERIC_KINDS = "biufc"
+
+
+def read_arrays(path: PathLike, what: str = "checkpoint") -> dict[str, np.ndarray]:
+    """The one checked reader of ``.npz`` files: every member as an array, in order.
+
+    Reads only ``.npy`` members of numeric dtypes with a valid header, and refuses with
+    a ``ValueError`` naming the member: any other member, a duplicate name, object
+    (pickled) or structured dtypes, and a header whose declared size disagrees with the
+    archive or would need more than ``MAX_EXPANSION`` times the file's size (plus
+    ``SLACK_BYTES``) in all. Each declared size is checked before anything is allocated,
+    so memory stays within that bound whatever the file claims. Never unpickles.
+    """
+    if not hasattr(path, "read"):
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"load: {path!r} is a directory, not a file")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise ValueError(f"load: {path!r} is not a minibam {what} ({_kind_of(path)})") from error
+    with zf:
+        fp = zf.fp
+        size = fp.seek(0, os.SEEK_END) if fp is not None else 0
+        budget = MAX_EXPANSION * size + SLACK_BYTES
+        arrays: dict[str, np.ndarray] = {}
+        for info in zf.infolist():
+            member = info.filename
+            if not member.endswith(".npy") or info.is_dir():
+                raise ValueError(
+                    f"load: {path!r}: member {member!r} is not an .npy array; a {what} holds "
+                    f".npy members only"
+                )
+            key = member[: -len(".npy")]
+            if key in arrays:
+                raise ValueError(f"load: {path!r}: member {member!r} appears twice")
+            try:
+                arrays[key] = _read_member(zf, info, budget)
+            except _Refused as refusal:
+                raise ValueError(f"load: {path!r}: member {member!r} {refusal}") from None
+            except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
+                    ValueError, zlib_error) as error:
+                raise ValueError(
+                    f"load: {path!r} is a corrupt {what}: member {member!r}: {error}"
+                ) from None
+            budget -= arrays[key].nbytes
+    return arrays
+
+
+class _Refused(Exception):
+    """A member that is well formed but not allowed; the message completes "member 'x' ..."."""
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.ndarray:
+    with zf.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise _Refused(f"has an unknown .npy format version {version}")
+        if dtype.hasobject:
+            raise _Refused(
+                "contains pickled Python objects; minibam never unpickles "
+                "(allow_pickle=False), so it cannot be loaded"
+            )
+        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+            raise _Refused(f"has dtype {dtype}; only numeric arrays can be loaded")
+        count = 1
+        for n in shape:
+            count *= n
+        nbytes = count * dtype.itemsize  # Python ints: no overflow for absurd shapes
+        header = member.tell()
+        if header + nbytes != info.file_size:
+            raise _Refused(
+                f"declares shape {shape} of {dtype} ({nbytes} bytes) but the archive "
+                f"holds {info.file_size - header} bytes for it"
+            )
+        if nbytes > budget:
+            raise _Refused(
+                f"declares shape {shape} of {dtype} ({nbytes} bytes), far more than the "
+                f"file's size allows ({MAX_EXPANSION}x the file plus {SLACK_BYTES} bytes in all)"
+            )
+        array = np.empty(count, dtype=dtype)
+        view = memoryview(array.view(np.uint8).reshape(-1))
+        done = 0
+        while done < nbytes:
+            got = member.readinto(view[done : done + (1 << 20)])
+            if not got:
+                raise _Refused(f"ends after {done} of its {nbytes} bytes")
+            done += got
+        if member.read(1):
+            raise _Refused(f"holds more data than its header declares ({nbytes} bytes)")
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _kind_of(path: PathLike) -> str:
+    """A short reason why a file is not a zip, for the error message."""
+    try:
+        if hasattr(path, "read"):
+            return "not an .npz archive"
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError:
+        return "unreadable"
+    if magic == b"\x93NUMPY":
+        return "a single .npy array, not an .npz archive"
+    if not magic:
+        return "an empty file"
+    return "not an .npz archive; minibam reads only .npz files written by mb.save and never unpickles"

@@ -1,8 +1,8 @@
 """``Tensor``: a NumPy array that remembers how it was made, and the backward walk.
 
-A tensor made by an op holds a :class:`~minibam.function.Node` (the op, what the op
+A tensor made by an op holds a [`Node`][minibam.function.Node] (the op, what the op
 saved, and the op's input tensors). Those nodes form a directed acyclic graph ending in
-the leaves the user created. :meth:`Tensor.backward` orders that graph topologically,
+the leaves the user created. [`Tensor.backward`][minibam.tensor.Tensor.backward] orders that graph topologically,
 without recursion, and walks it from the output back to the leaves, calling each op's
 ``backward`` once with the sum of every gradient that reached it.
 See docs/architecture.md.
@@ -156,7 +156,8 @@ class Tensor:
                     f"backward() got a gradient of shape {grad.shape} for a tensor "
                     f"of shape {self.shape}"
                 )
-        _run_backward(self, grad)
+        with np.errstate(all="ignore"):  # inf/nan silently, as forward (docs/guarantees.md)
+            _run_backward(self, grad)
 
     # -------------------------------------------------------------- operators
     def _operand(self, other: Any) -> Tensor:

@@ -4,7 +4,7 @@ Why not time both libraries in one process? Each brings a thread pool (NumPy's O
 PyTorch's OpenMP), and in one process those pools compete for the same cores: measured
 at (4, 256, 56, 56) float32, PyTorch took 112 ms beside NumPy's threads and 24-38 ms
 alone. So every measurement here is a fresh process running one library
-(:mod:`minibam.bench.workloads`), and the two sides take turns:
+(`minibam.bench.workloads`), and the two sides take turns:
 
     round 0: A B    round 1: B A    round 2: A B    ...
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from minibam.checks.runner import relative_error
+from minibam.checks.compare import relative_error
 
 SPREAD_LIMIT = 0.2  # per-round ratios further apart than 20 % of their median: do not trust
 ROOT = str(Path(__file__).resolve().parents[2])  # the tree this minibam was imported from

@@ -28,8 +28,8 @@ VARIANTS = ("paper", "official")
 
 
 def _check_variant(variant: Any) -> str:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ValueError(f"BAM: variant must be one of {VARIANTS}, got {variant!r}")
     return variant
 
 
@@ -67,6 +67,7 @@ class ChannelGate(Module):
                  variant: str = "paper") -> None:
         super().__init__()
         hidden = _reduced(gate_channel, reduction_ratio)
+        num_layers = checked_int(num_layers, "num_layers", "ChannelGate")
         self.gate_channel = int(gate_channel)
         self.variant = _check_variant(variant)
         widths = [self.gate_channel] + [hidden] * num_layers + [self.gate_channel]
@@ -139,8 +140,8 @@ class BAM(Module):
         _reduced(gate_channel, reduction_ratio)
         self.gate_channel = int(gate_channel)
         self.reduction_ratio = int(reduction_ratio)
-        self.dilation_conv_num = int(dilation_conv_num)
-        self.dilation_val = int(dilation_val)
+        self.dilation_conv_num = checked_int(dilation_conv_num, "dilation_conv_num", "BAM", minimum=0)
+        self.dilation_val = checked_int(dilation_val, "dilation_val", "BAM")
         self.variant = _check_variant(variant)
         self.channel_att = ChannelGate(gate_channel, reduction_ratio, variant=variant)
         self.spatial_att = SpatialGate(gate_channel, reduction_ratio, dilation_conv_num,
@@ -148,10 +149,11 @@ class BAM(Module):
 
     def _check(self, x: Any) -> Tensor:
         _check_input(x, self.gate_channel, "BAM")
-        if self.training and x.shape[0] == 1:
+        if self.training and x.shape[0] < 2:
             raise ValueError(
-                f"BAM: a batch of one (input shape {x.shape}) in training mode has no batch "
-                f"statistics; use a batch of at least 2 or call .eval()"
+                f"BAM: {'a batch of one' if x.shape[0] else 'an empty batch'} (input shape "
+                f"{x.shape}) in training mode has no batch statistics; use a batch of at "
+                f"least 2 or call .eval()"
             )
         return x
 

@@ -1,6 +1,6 @@
 """The layers BAM is made of: Linear, Conv2d, BatchNorm1d/2d, ReLU, Sigmoid, Flatten.
 
-Each is a thin owner of parameters around one function of :mod:`minibam.functional`;
+Each is a thin owner of parameters around one function of [`minibam.functional`][minibam.functional];
 the maths and the backward passes live there.
 """
 
@@ -14,16 +14,13 @@ import numpy as np
 from minibam import functional as F
 from minibam.nn import init
 from minibam.nn.module import Module, Parameter
-from minibam.ops._checks import pair, require_tensor
+from minibam.ops._checks import integer, pair, require_tensor
 from minibam.tensor import Tensor
 
 
 def checked_int(value: Any, name: str, layer: str, minimum: int = 1) -> int:
-    """A constructor argument that must be an int of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{layer}: {name} must be {kind}, got {value!r}")
-    return int(value)
+    """A constructor argument that must be an int of at least ``minimum`` (the ops' check)."""
+    return integer(value, name, layer, minimum)
 
 
 class Linear(Module):

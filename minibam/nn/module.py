@@ -304,9 +304,11 @@ class Module:
                     f"{key}: shape {incoming.shape} in the checkpoint, {target.shape} in the model"
                 )
                 continue
-            if not isinstance(current, Tensor) and incoming.dtype.kind not in "biuf":
-                problems.append(f"{key}: dtype {incoming.dtype} cannot fill an integer buffer")
-                continue
+            if not isinstance(current, Tensor):
+                problem = _integer_problem(incoming, target.dtype)
+                if problem:
+                    problems.append(f"{key}: {problem}")
+                    continue
             staged.append((module, registry, name, incoming.astype(target.dtype, copy=True)))
         if strict:
             problems += [f"{k}: missing from the checkpoint" for k in missing]
@@ -348,6 +350,20 @@ class Module:
         if len(lines) == 1 and not self._modules:
             return f"{type(self).__name__}({lines[0]})"
         return f"{type(self).__name__}(\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _integer_problem(incoming: np.ndarray, dtype: np.dtype) -> str | None:
+    """Why ``incoming`` cannot fill an integer buffer (``num_batches_tracked``) of
+    ``dtype`` without changing its value, or None. A cast would turn NaN, 1e30 or 3.7
+    into some unrelated count without a word."""
+    if incoming.dtype.kind not in "biuf":
+        return f"dtype {incoming.dtype} cannot fill an integer buffer"
+    if incoming.dtype.kind == "f" and not np.all(np.isfinite(incoming) & (incoming == np.round(incoming))):
+        return f"value {incoming.tolist()!r} is not a whole number, so it cannot fill an integer buffer"
+    info = np.iinfo(dtype)
+    if incoming.size and (incoming.min() < info.min or incoming.max() > info.max):
+        return f"value {incoming.tolist()!r} does not fit the buffer's {dtype}"
+    return None
 
 
 class Sequential(Module):

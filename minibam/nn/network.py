@@ -1,16 +1,26 @@
-"""A small CNN with BAM between its stages, as the paper places BAM in a ResNet:
-after every stage but the last, where the feature map is about to be downsampled.
+"""A small CNN with an attention module between its stages, as the BAM paper places BAM
+in a ResNet: after every stage but the last, where the feature map is about to be
+downsampled.
 
-    stem -> stage0 -> bam0 -> stage1 -> bam1 -> ... -> stage_last -> GAP -> linear
+    stem -> stage0 -> att0 -> stage1 -> att1 -> ... -> stage_last -> GAP -> linear
+
+The attention module is BAM (children ``bam0``, ``bam1``, ...), CBAM (``cbam0``, ...) or
+none, at the same places, so that three networks that differ only in their attention
+can be trained side by side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from minibam import functional as F
 from minibam.nn.bam import BAM
-from minibam.nn.layers import BatchNorm2d, Conv2d, Linear, ReLU
+from minibam.nn.cbam import CBAM
+from minibam.nn.layers import BatchNorm2d, Conv2d, Linear, ReLU, checked_int
 from minibam.nn.module import Module, Sequential
 from minibam.tensor import Tensor
+
+ATTENTION = ("bam", "cbam", None)
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> Sequential:
@@ -19,23 +29,44 @@ def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> Sequential:
 
 
 class BAMNet(Module):
-    """Conv stages of ``widths`` channels (each after the first halves H and W), with
-    a ``BAM`` after each stage but the last when ``use_bam`` is True."""
+    """Conv stages of ``widths`` channels (each after the first halves H and W), with an
+    attention module after each stage but the last.
+
+    ``attention``: "bam" (default), "cbam" or None. ``use_bam=False`` also means none.
+    ``reduction_ratio`` serves both modules; ``dilation_val`` and ``variant`` are BAM's,
+    ``pool_types`` CBAM's.
+    """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: tuple[int, ...] = (16, 32, 64),
                  use_bam: bool = True, reduction_ratio: int = 4, dilation_val: int = 2,
-                 variant: str = "paper") -> None:
+                 variant: str = "paper", attention: str | None = "bam",
+                 pool_types: Sequence[str] = ("avg", "max")) -> None:
         super().__init__()
-        self.use_bam = bool(use_bam)
+        if not isinstance(widths, (tuple, list)) or not widths:
+            raise TypeError(f"BAMNet: widths must be a non-empty tuple of ints, got {widths!r}")
+        for i, width in enumerate(widths):
+            checked_int(width, f"widths[{i}]", "BAMNet")
+        checked_int(in_channels, "in_channels", "BAMNet")
+        checked_int(num_classes, "num_classes", "BAMNet")
+        if not (attention is None or isinstance(attention, str)) or attention not in ATTENTION:
+            raise ValueError(f"BAMNet: attention must be one of {ATTENTION}, got {attention!r}")
+        self.attention = attention if use_bam else None
+        self.use_bam = self.attention == "bam"
         self.stem = _conv_bn_relu(in_channels, widths[0], 1)
         previous = widths[0]
         for i, width in enumerate(widths):
             self.add_module(f"stage{i}", _conv_bn_relu(previous, width, 1 if i == 0 else 2))
-            if use_bam and i < len(widths) - 1:
+            if self.attention == "bam" and i < len(widths) - 1:
                 self.add_module(f"bam{i}", BAM(width, reduction_ratio, dilation_val=dilation_val,
                                                variant=variant))
+            if self.attention == "cbam" and i < len(widths) - 1:
+                self.add_module(f"cbam{i}", CBAM(width, reduction_ratio, pool_types))
             previous = width
         self.head = Linear(previous, num_classes)
+
+    def attention_modules(self) -> list[Module]:
+        """The BAM or CBAM modules, first stage first."""
+        return [m for m in self.children() if isinstance(m, (BAM, CBAM))]
 
     def bams(self) -> list[BAM]:
         return [m for m in self.children() if isinstance(m, BAM)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import numpy as np
 
 from minibam.tensor import Tensor
 
@@ -25,17 +28,72 @@ def require_ndim(t: Tensor, ndims: tuple[int, ...], name: str, op: str, layout: 
         )
 
 
+def integer(value: Any, name: str, op: str, minimum: int | None = None) -> int:
+    """The one check of every integer hyper-parameter (kernel size, stride, padding,
+    dilation, channels, ratios, counts, axes): a Python or NumPy integer, at least
+    ``minimum``. Floats (even 2.0), 0-d arrays and bools are a ``TypeError``: PyTorch
+    refuses them too, and truncating ``np.array(1.7)`` to 1 would hide a caller's bug."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{op}: {name} must be an int, got {_describe(value)}")
+    if minimum is not None and value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{op}: {name} must be {kind}, got {int(value)}")
+    return int(value)
+
+
+def flag(value: Any, name: str, op: str) -> bool:
+    """A yes/no argument: a bool (Python or NumPy), as PyTorch requires."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool, got {_describe(value)}")
+    return bool(value)
+
+
 def pair(value: Any, name: str, op: str, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints, each at least ``minimum``, as a pair."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+            raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {_describe(value)}")
         items = tuple(value)
     else:
         items = (value, value)
     for v in items:
-        if isinstance(v, bool) or not isinstance(v, (int,)) and not hasattr(v, "__index__"):
-            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-        if int(v) < minimum:
-            raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {_describe(value)}")
+        if v < minimum:
+            raise ValueError(f"{op}: {name} must be >= {minimum}, got {_describe(value)}")
     return int(items[0]), int(items[1])
+
+
+def _describe(value: Any) -> str:
+    """``value`` for an error message: its repr, cut short, with its type when that helps."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    if isinstance(value, np.ndarray):
+        text = f"an array of shape {value.shape} and dtype {value.dtype}"
+    elif type(value).__name__ not in text and not isinstance(value, (int, float, str, tuple, list)):
+        text += f" ({type(value).__name__})"
+    return text
+
+
+def memory_limit() -> int:
+    """Bytes one array may take: the machine's physical memory (or 2**62 if unknown).
+
+    NumPy asked for more either raises ``MemoryError`` or, worse, succeeds lazily and
+    the process is killed later; a request above this is refused up front instead."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 1 << 62
+
+
+def check_fits(op: str, what: str, shape: tuple[int, ...], itemsize: int) -> None:
+    """``ValueError`` naming ``op`` if an array of ``shape`` could not fit in memory."""
+    nbytes = itemsize
+    for n in shape:
+        nbytes *= n
+    if nbytes > memory_limit():
+        raise ValueError(
+            f"{op}: {what} of shape {tuple(shape)} would need {nbytes / 2**30:.3g} GiB, more "
+            f"than this machine's {memory_limit() / 2**30:.3g} GiB of memory"
+        )

@@ -33,7 +33,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from minibam.function import Context, Function
-from minibam.ops._checks import optional_tensor, pair, require_ndim, require_tensor
+from minibam.ops._checks import check_fits, optional_tensor, pair, require_ndim, require_tensor
+from minibam.ops.empty import EmptyBatch
 from minibam.tensor import Tensor
 
 Pair = tuple[int, int]
@@ -78,6 +79,15 @@ def geometry(
     return Geometry(kernel, strides, pads, dilations, (int(out[0]), int(out[1])))
 
 
+def check_sizes(op: str, shape: tuple[int, ...], g: Geometry, itemsize: int) -> None:
+    """Refuse (``ValueError``) a padded input or a column array too big for memory,
+    before NumPy is asked for it (padding=10**12 would otherwise be a MemoryError)."""
+    n, c, h, w = shape
+    (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
+    check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize)
+    check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize)
+
+
 def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
     """Where kernel offset (i, j) reads in the padded input, for every output pixel at once."""
     (sh, sw), (dh, dw), (oh, ow) = g.stride, g.dilation, g.out
@@ -88,7 +98,7 @@ def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
 
 
 def unfold(x: np.ndarray, g: Geometry) -> np.ndarray:
-    """im2col without the argument checks (``g`` comes from :func:`geometry`)."""
+    """im2col without the argument checks (``g`` comes from [`geometry`][minibam.ops.conv.geometry])."""
     n, c, h, w = x.shape
     (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
     if ph or pw:
@@ -109,7 +119,7 @@ def fold(
     """col2im without the argument checks, fed one kernel offset at a time.
 
     ``slab(i, j)`` is the (N, C, oH, oW) slab of the columns that kernel offset (i, j)
-    read; it is added back where :func:`unfold` took it from. Taking a function rather
+    read; it is added back where [`unfold`][minibam.ops.conv.unfold] took it from. Taking a function rather
     than the whole (N, C*kH*kW, oH*oW) array lets conv2d's backward compute each slab
     just in time instead of building a second array kH*kW times the size of x.
     """
@@ -158,6 +168,7 @@ def im2col(
     if x.ndim != 4:
         raise ValueError(f"im2col: x must be (N, C, H, W) (4-D), got shape {x.shape}")
     g = geometry("im2col", x.shape[2], x.shape[3], kernel_size, stride, padding, dilation)
+    check_sizes("im2col", x.shape, g, x.dtype.itemsize)
     return unfold(x, g)
 
 
@@ -169,7 +180,7 @@ def col2im(
     padding: Any = 0,
     dilation: Any = 1,
 ) -> np.ndarray:
-    r"""(N, C*kH*kW, oH*oW) -> (N, C, H, W): the adjoint of :func:`im2col`.
+    r"""(N, C*kH*kW, oH*oW) -> (N, C, H, W): the adjoint of [`im2col`][minibam.ops.conv.im2col].
 
     $\langle \mathrm{im2col}(x), c\rangle = \langle x, \mathrm{col2im}(c)\rangle$: each
     column entry is added back to the input pixel it was read from, so pixels in several
@@ -190,6 +201,7 @@ def col2im(
     if min(n, c, h, w) < 0:
         raise ValueError(f"col2im: input_shape must not be negative, got {input_shape!r}")
     g = geometry("col2im", h, w, kernel_size, stride, padding, dilation)
+    check_sizes("col2im", (n, c, h, w), g, cols.dtype.itemsize)
     expected = (n, c * g.kernel[0] * g.kernel[1], g.out[0] * g.out[1])
     if cols.shape != expected:
         raise ValueError(
@@ -392,4 +404,8 @@ def conv2d(
             f"{weight.shape}, got {bias.shape}"
         )
     g = geometry(op, x.shape[2], x.shape[3], weight.shape[2:], stride, padding, dilation)
+    check_sizes(op, x.shape, g, np.result_type(x.data, weight.data).itemsize)
+    if x.shape[0] == 0:  # PyTorch allows an empty batch: empty output, zero weight grads
+        dtype = np.result_type(*(t.data for t in (x, weight, bias) if t is not None))
+        return EmptyBatch.apply(x, weight, bias, out_shape=(0, weight.shape[0], *g.out), dtype=dtype)
     return Conv2d.apply(x, weight, bias, g=g)

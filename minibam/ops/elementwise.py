@@ -1,6 +1,6 @@
 """Elementwise arithmetic with NumPy broadcasting.
 
-Every binary op sends its gradient through :func:`~minibam.function.unbroadcast`,
+Every binary op sends its gradient through [`unbroadcast`][minibam.function.unbroadcast],
 the one place that sums a gradient back to its input's shape.
 Derivations: docs/derivations/elementwise.md.
 """
@@ -103,7 +103,7 @@ class Neg(Function):
 
 
 class Pow(Function):
-    r"""$y = x^p$ for a constant scalar $p$;  $\bar x = \bar y\, p\, x^{p-1}$."""
+    r"""$y = x^\alpha$ for a constant scalar $\alpha$;  $\bar x = \bar y\, \alpha\, x^{\alpha-1}$."""
 
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, exponent: float) -> np.ndarray:
@@ -209,7 +209,10 @@ def pow(x: Tensor, exponent: Any) -> Tensor:  # noqa: A001
         )
     exponent = float(exponent)
     if exponent.is_integer():
-        exponent = int(exponent)  # x ** 2 stays exact for negative x
+        # Cosmetic only (ctx.exponent reads 2, not 2.0): NumPy gives the same values for an
+        # int and an integer-valued float exponent, (-2.0) ** 2.0 == 4.0 included; only a
+        # non-integer exponent of a negative base is nan.
+        exponent = int(exponent)
     return Pow.apply(x, exponent=exponent)
 
 

@@ -50,6 +50,10 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
     targets = np.asarray(targets)
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: logits must be (N, K), got shape {logits.shape}")
+    if logits.shape[1] == 0:
+        raise ValueError(f"cross_entropy: logits must have at least one class (K >= 1), got shape {logits.shape}")
+    if targets.dtype.kind not in "iuf":
+        raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype {targets.dtype}")
     if targets.shape != (logits.shape[0],):
         raise ValueError(
             f"cross_entropy: targets must have shape ({logits.shape[0]},), got {targets.shape}"

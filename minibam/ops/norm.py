@@ -9,6 +9,7 @@ would allocate.
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 from typing import Any
 
@@ -29,6 +30,22 @@ def _channel_sum(a: np.ndarray) -> np.ndarray:
 def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """$\\sum_{n,l} a_{ncl} b_{ncl}$ for a, b of shape (N, C, L)."""
     return np.einsum("ncl,ncl->c", a, b)
+
+
+def _statistic(reduce: Any, m: int, *arrays: np.ndarray) -> np.ndarray:
+    """``reduce(*arrays) / m``, accumulated in float64 when float32 would overflow.
+
+    In float32 a sum of squares overflows long before the variance does: values near
+    1e19 have squares near 1e38, and a few hundred of them pass float32's 3.4e38, while
+    the variance itself still fits. The fast float32 sum is tried first (the common case
+    pays one check of C numbers); only a channel that came out inf or nan is redone in
+    float64, whose range cannot overflow from float32 data.
+    """
+    result = reduce(*arrays) / m
+    if result.dtype == np.float32 and not np.all(np.isfinite(result)):
+        wide = reduce(*(a.astype(np.float64) for a in arrays)) / m
+        result = wide.astype(np.float32)  # inf again only if the statistic itself overflows
+    return result
 
 
 class BatchNorm(Function):
@@ -70,12 +87,13 @@ class BatchNorm(Function):
         dtype: np.dtype,
     ) -> np.ndarray:
         shape = x.shape
-        x3 = x.reshape(shape[0], shape[1], -1).astype(dtype, copy=False)
+        # L spelled out rather than -1: NumPy cannot infer it for an empty batch (N = 0).
+        x3 = x.reshape(shape[0], shape[1], math.prod(shape[2:])).astype(dtype, copy=False)
         if training:
             m = x3.shape[0] * x3.shape[2]
-            mean = _channel_sum(x3) / m
+            mean = _statistic(_channel_sum, m, x3)
             centred = x3 - mean[:, None]  # the one full-size temporary; becomes y below
-            var = _channel_dot(centred, centred) / m  # biased: what normalises this batch
+            var = _statistic(_channel_dot, m, centred, centred)  # biased: normalises this batch
             if running_mean is not None:
                 # In place: the caller's buffers are the module's state (as in PyTorch).
                 running_mean *= 1.0 - momentum

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from minibam.function import Context, Function
-from minibam.ops._checks import require_tensor
+from minibam.ops._checks import flag, require_tensor
 from minibam.tensor import Tensor
 
 
@@ -15,7 +15,12 @@ def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
     """``axis`` (None, int or sequence, negatives allowed) as sorted non-negative ints."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    if isinstance(axis, (int, np.integer)):
+        axes = (axis,)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}")
     out = []
     for a in axes:
         if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
@@ -66,7 +71,8 @@ class Mean(Function):
 
 def sum(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     require_tensor(x, "x", "sum")
-    return Sum.apply(x, axes=normalize_axes(axis, x.ndim, "sum"), keepdims=bool(keepdims))
+    axes = normalize_axes(axis, x.ndim, "sum")
+    return Sum.apply(x, axes=axes, keepdims=flag(keepdims, "keepdims", "sum"))
 
 
 def mean(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -74,4 +80,4 @@ def mean(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     axes = normalize_axes(axis, x.ndim, "mean")
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"mean: cannot average over an empty axis of shape {x.shape}")
-    return Mean.apply(x, axes=axes, keepdims=bool(keepdims))
+    return Mean.apply(x, axes=axes, keepdims=flag(keepdims, "keepdims", "mean"))

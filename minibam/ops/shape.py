@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from minibam.function import Context, Function, unbroadcast
-from minibam.ops._checks import require_tensor
+from minibam.ops._checks import integer, require_tensor
 from minibam.tensor import Tensor
 
 
@@ -92,6 +92,8 @@ def reshape(x: Tensor, *shape: Any) -> Tensor:
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge axes ``start_dim..end_dim`` into one, as ``torch.flatten``."""
     require_tensor(x, "x", "flatten")
+    integer(start_dim, "start_dim", "flatten")
+    integer(end_dim, "end_dim", "flatten")
     if x.ndim == 0:
         return reshape(x, 1)
     for d in (start_dim, end_dim):

@@ -4,24 +4,27 @@ r"""The whole BAM forward and backward pass by hand, in plain NumPy (cs231n styl
     grads = bam_backward(dy, cache)      # {"x": dL/dx, "<parameter name>": dL/dparameter, ...}
 
 No autograd and no minibam import: one page holds every derivative of the Bottleneck
-Attention Module (Park et al., 2018), in the paper's symbols. ``params`` uses the
+Attention Module (Park et al., 2018), in the paper's symbols, which are those of the
+site-wide symbol table (docs/symbols.md). ``params`` uses the
 ``BAM.state_dict()`` names, so a checkpoint of ``minibam.nn.BAM`` (or of the authors'
 PyTorch code) can be fed in unchanged. Derivations: docs/derivations/bam.md.
 
-Symbols (paper, section 3; r is the reduction ratio, d the dilation):
+Symbols (paper, section 3; r is the reduction ratio, d the dilation, D the number of
+dilated convolutions). Linear layers work on rows, as in PyTorch: x (N, in), W (out, in),
+z = x W^T + b, so dL/dW = dL/dz^T x = sum_n dL/dz_n x_n^T (docs/derivations/linear.md).
 
     F        (N, C, H, W)    input feature map (x)
     F_c      (N, C)          AvgPool(F), the true mean over H and W
-    z0, h0   (N, C/r)        z0 = W0 F_c + b0,  h0 = ReLU(BN(z0))
-    z1       (N, C)          z1 = W1 h0 + b1
+    z0, h0   (N, C/r)        z0 = F_c W0^T + b0,  h0 = ReLU(BN(z0))
+    z1       (N, C)          z1 = h0 W1^T + b1
     M_c      (N, C)          channel attention: BN(z1) (paper) or z1 (official)
     u0, g0   (N, C/r, H, W)  u0 = f0^{1x1}(F),  g0 = ReLU(BN(u0))
-    u_i, g_i (N, C/r, H, W)  u_i = f_i^{3x3, dilation d}(g_{i-1}),  g_i = ReLU(BN(u_i)), i = 1..n
+    u_i, g_i (N, C/r, H, W)  u_i = f_i^{3x3, dilation d}(g_{i-1}),  g_i = ReLU(BN(u_i)), i = 1..D
                              (layers gate_s_conv_di_{i-1} and gate_s_bn_di_{i-1})
-    u_f      (N, 1, H, W)    u_f = f_final^{1x1}(g_n)
+    u_f      (N, 1, H, W)    u_f = f_final^{1x1}(g_D)
     M_s      (N, 1, H, W)    spatial attention: BN(u_f) (paper) or u_f (official)
-    s        (N, C, H, W)    M_c + M_s (paper) or M_c * M_s (official), both broadcast
-    M        (N, C, H, W)    M = sigmoid(s), the attention map M(F)
+    a        (N, C, H, W)    the logits M_c + M_s (paper) or M_c * M_s (official), both broadcast
+    M        (N, C, H, W)    M = sigmoid(a), the attention map M(F)
     y        (N, C, H, W)    F' = F + F * M = F * (1 + M)
 
 Batch norm follows PyTorch: training normalises with the biased batch variance and
@@ -61,6 +64,9 @@ def bn_di(i: int) -> str:
 # --------------------------------------------------------------------------------------
 
 
+# inf and nan come back as values, never as warnings, as in PyTorch and the rest of
+# minibam (docs/guarantees.md, "Warnings").
+@np.errstate(all="ignore")
 def bam_forward(
     x: np.ndarray,
     params: dict[str, np.ndarray],
@@ -69,10 +75,10 @@ def bam_forward(
     dilation_val: int = 4,
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, dict]:
-    """BAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for :func:`bam_backward`.
+    """BAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for [`bam_backward`][minibam.manual.bam_backward].
 
     ``params`` maps ``BAM.state_dict()`` names to arrays (``num_batches_tracked`` may be
-    left out); the number n of dilated convolutions is read from its keys. Nothing in
+    left out); the number D of dilated convolutions is read from its keys. Nothing in
     ``params`` or ``x`` is modified.
 
     Keys of the returned cache a reader may want (the rest is for the backward pass):
@@ -82,12 +88,12 @@ def bam_forward(
       ``num_batches_tracked + 1``); in eval, copies of the given ones.
       ``params.update(cache["running"])`` does what PyTorch does in place.
     """
-    F, n = _check_inputs(x, params, variant, training, dilation_val)
+    F, n_dilated = _check_inputs(x, params, variant, training, dilation_val, eps)
     layers: dict[str, dict] = {}  # one small cache per layer, by layer name
     running: dict[str, np.ndarray] = {}
     paper = variant == "paper"
 
-    # ---- channel branch: M_c = BN(W1 ReLU(BN(W0 AvgPool(F) + b0)) + b1) -------------
+    # ---- channel branch: M_c = BN(ReLU(BN(AvgPool(F) W0^T + b0)) W1^T + b1) ---------
     F_c = F.mean(axis=(2, 3))  # a true global average: any H, W
     z0, layers[FC_0] = _linear_forward(F_c, params, FC_0)
     h0, layers[BN_1] = _bn_relu_forward(z0, params, BN_1, training, eps, running)
@@ -97,11 +103,11 @@ def bam_forward(
     else:
         M_c = z1
 
-    # ---- spatial branch: M_s = BN(f_final(g_n)), g_i = ReLU(BN(f_i(g_{i-1}))) --------
+    # ---- spatial branch: M_s = BN(f_final(g_D)), g_i = ReLU(BN(f_i(g_{i-1}))) --------
     # (u and g are overwritten layer by layer: each layer's cache keeps what it needs)
     u0, layers[CONV_REDUCE] = _conv_forward(F, params, CONV_REDUCE, padding=0, dilation=1)
     g, layers[BN_REDUCE] = _bn_relu_forward(u0, params, BN_REDUCE, training, eps, running)
-    for i in range(n):
+    for i in range(n_dilated):
         u, layers[conv_di(i)] = _conv_forward(
             g, params, conv_di(i), padding=dilation_val, dilation=dilation_val
         )
@@ -114,26 +120,35 @@ def bam_forward(
 
     # ---- combine: M = sigmoid(M_c (+ or *) M_s), y = F * (1 + M) ----------------------
     M_c4 = M_c[:, :, None, None]  # (N, C, 1, 1) against M_s (N, 1, H, W)
-    s = M_c4 + M_s if paper else M_c4 * M_s
-    M = _sigmoid(s)
+    a = M_c4 + M_s if paper else M_c4 * M_s
+    M = _sigmoid(a)
     y = F * (1 + M)
 
     cache = {
-        "variant": variant, "n_dilated": n, "F": F, "M_c": M_c, "M_s": M_s, "M": M,
-        "layers": layers, "running": running, "param_names": _param_names(n, variant),
+        "variant": variant, "n_dilated": n_dilated, "F": F, "M_c": M_c, "M_s": M_s, "M": M,
+        "layers": layers, "running": running, "param_names": _param_names(n_dilated, variant),
     }
     return y, cache
 
 
+_CACHE_KEYS = {"variant", "n_dilated", "F", "M_c", "M_s", "M", "layers", "running", "param_names"}
+
+
+@np.errstate(all="ignore")
 def bam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     """BAM backward: dL/dy (N, C, H, W) -> {"x": dL/dx, and dL/dp for every parameter p}.
 
     Parameters are the weights and biases (not the BN buffers), under their
     ``BAM.state_dict()`` names, in state_dict order after ``"x"``.
     """
+    if not isinstance(cache, dict) or not _CACHE_KEYS <= cache.keys():
+        raise TypeError(
+            f"bam_backward: cache must be the dict returned by bam_forward, got "
+            f"{type(cache).__name__}"
+        )
     F, M, M_c, M_s = cache["F"], cache["M"], cache["M_c"], cache["M_s"]
-    layers, n, paper = cache["layers"], cache["n_dilated"], cache["variant"] == "paper"
-    dy = np.asarray(dy)
+    layers, n_dilated, paper = cache["layers"], cache["n_dilated"], cache["variant"] == "paper"
+    dy = _real_array(dy, "dy", "bam_backward")
     if dy.shape != F.shape:
         raise ValueError(f"bam_backward: dy has shape {dy.shape}, expected y's shape {F.shape}")
     grads: dict[str, np.ndarray] = {}
@@ -141,24 +156,26 @@ def bam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     # y = F * (1 + M):  dL/dF (direct path) = dy * (1 + M),  dL/dM = dy * F
     dF = dy * (1 + M)
     dM = dy * F
-    # M = sigmoid(s):  dL/ds = dL/dM * M * (1 - M)
-    ds = dM * M * (1 - M)
+    # M = sigmoid(a):  dL/da = dL/dM * M * (1 - M)
+    da = dM * M * (1 - M)
     if paper:
-        # s = M_c + M_s broadcast:  dL/dM_c = sum_{h,w} dL/ds,  dL/dM_s = sum_c dL/ds
-        dM_c = ds.sum(axis=(2, 3))
-        dM_s = ds.sum(axis=1, keepdims=True)
+        # a = M_c + M_s broadcast:  dL/dM_c = sum_{h,w} dL/da,  dL/dM_s = sum_c dL/da
+        dM_c = da.sum(axis=(2, 3))
+        dM_s = da.sum(axis=1, keepdims=True)
     else:
-        # s = M_c * M_s broadcast:  dL/dM_c = sum_{h,w} dL/ds * M_s,  dL/dM_s = sum_c dL/ds * M_c
-        dM_c = (ds * M_s).sum(axis=(2, 3))
-        dM_s = (ds * M_c[:, :, None, None]).sum(axis=1, keepdims=True)
+        # a = M_c * M_s broadcast:  dL/dM_c = sum_{h,w} dL/da * M_s,  dL/dM_s = sum_c dL/da * M_c
+        dM_c = (da * M_s).sum(axis=(2, 3))
+        dM_s = (da * M_c[:, :, None, None]).sum(axis=1, keepdims=True)
 
     # ---- spatial branch, last layer first -------------------------------------------
-    # M_s = BN(u_f) (paper):  dL/du_f = inv_std (dx_hat - mean dx_hat - x_hat mean(dx_hat x_hat)),
-    # dx_hat = gamma dL/dM_s, means over n, h, w (training; eval: inv_std dx_hat)
+    # M_s = BN(u_f) (paper):  dL/du_f = lambda (dx_hat - mean dx_hat - x_hat mean(dx_hat x_hat)),
+    # lambda = inv_std = (v + eps)^(-1/2), dx_hat = gamma dL/dM_s, means over n, h, w
+    # (training; eval: lambda dx_hat)
     du_f = _bn_backward(dM_s, layers[BN_S_FINAL], grads) if paper else dM_s
-    # u_f = f_final(g_n):  dL/dg_n = W_final^T * dL/du_f (col2im), dL/dW_final = dL/du_f * g_n
+    # u_f = f_final(g_D), 1x1:  dL/dg_D = W_final^T dL/du_f at every pixel (col2im is a reshape),
+    # dL/dW_final = sum over n and pixels of dL/du_f g_D^T
     dg = _conv_backward(du_f, layers[CONV_FINAL], grads)
-    for i in reversed(range(n)):  # layer i holds f_{i+1}: u_{i+1} = f_{i+1}(g_i)
+    for i in reversed(range(n_dilated)):  # layer i holds f_{i+1}: u_{i+1} = f_{i+1}(g_i)
         # g_{i+1} = ReLU(BN(u_{i+1})):  dL/du_{i+1} = BN'(dL/dg_{i+1} * [BN(u_{i+1}) > 0])
         du = _bn_relu_backward(dg, layers[bn_di(i)], grads)
         # u_{i+1} = f_{i+1}(g_i), a dilated 3x3 convolution:  dL/dg_i = col2im(W^T dL/du_{i+1})
@@ -171,11 +188,11 @@ def bam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     # ---- channel branch, last layer first -------------------------------------------
     # M_c = BN(z1) (paper): the same batch-norm backward, means over the batch axis only
     dz1 = _bn_backward(dM_c, layers[BN_C_FINAL], grads) if paper else dM_c
-    # z1 = W1 h0 + b1:  dL/dh0 = dL/dz1 W1,  dL/dW1 = dL/dz1^T h0,  dL/db1 = sum_n dL/dz1
+    # z1 = h0 W1^T + b1 (rows):  dL/dh0 = dL/dz1 W1,  dL/dW1 = dL/dz1^T h0,  dL/db1 = sum_n dL/dz1
     dh0 = _linear_backward(dz1, layers[FC_FINAL], grads)
     # h0 = ReLU(BN(z0)):  dL/dz0 = BN'(dL/dh0 * [BN(z0) > 0])
     dz0 = _bn_relu_backward(dh0, layers[BN_1], grads)
-    # z0 = W0 F_c + b0:  dL/dF_c = dL/dz0 W0
+    # z0 = F_c W0^T + b0:  dL/dF_c = dL/dz0 W0,  dL/dW0 = dL/dz0^T F_c
     dF_c = _linear_backward(dz0, layers[FC_0], grads)
     # F_c = mean_{h,w} F:  every pixel gets dL/dF_c / (H W)
     H, W = F.shape[2:]
@@ -198,7 +215,7 @@ def _linear_forward(x: np.ndarray, params: dict, name: str) -> tuple[np.ndarray,
 
 
 def _linear_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
-    """dx = dy W,  dW = dy^T x,  db = sum_n dy."""
+    """Rows, as PyTorch (y = x W^T + b):  dx = dy W,  dW = dy^T x = sum_n dy_n x_n^T,  db = sum_n dy."""
     grads[f"{c['name']}.weight"] = dy.T @ c["x"]
     grads[f"{c['name']}.bias"] = dy.sum(axis=0)
     return dy @ c["w"]
@@ -222,7 +239,7 @@ def _im2col(x: np.ndarray, k: int, padding: int, dilation: int) -> np.ndarray:
 
 
 def _col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: int) -> np.ndarray:
-    """The adjoint of :func:`_im2col`: add each tap's columns back where they were read."""
+    """The adjoint of `_im2col`: add each tap's columns back where they were read."""
     N, C, H, W = x_shape
     H_out, W_out = H + 2 * padding - dilation * (k - 1), W + 2 * padding - dilation * (k - 1)
     dcols = dcols.reshape(N, C, k, k, H_out, W_out)
@@ -237,36 +254,47 @@ def _col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: i
 def _conv_forward(
     x: np.ndarray, params: dict, name: str, padding: int, dilation: int
 ) -> tuple[np.ndarray, dict]:
-    """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b."""
-    w, b = np.asarray(params[f"{name}.weight"]), np.asarray(params[f"{name}.bias"])
+    """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b.
+
+    A layer without a ``.bias`` entry in ``params`` has no bias (CBAM's spatial conv).
+    """
+    w = np.asarray(params[f"{name}.weight"])
     out_channels, k = w.shape[0], w.shape[2]
     cols = _im2col(x, k, padding, dilation)
-    y = w.reshape(out_channels, -1) @ cols + b[:, None]
+    y = w.reshape(out_channels, -1) @ cols
+    has_bias = f"{name}.bias" in params
+    if has_bias:
+        y += np.asarray(params[f"{name}.bias"])[:, None]
     H_out = x.shape[2] + 2 * padding - dilation * (k - 1)
+    W_out = x.shape[3] + 2 * padding - dilation * (k - 1)
     cache = {"name": name, "cols": cols, "w": w, "x_shape": x.shape,
-             "padding": padding, "dilation": dilation}
-    return y.reshape(x.shape[0], out_channels, H_out, -1), cache
+             "padding": padding, "dilation": dilation, "has_bias": has_bias}
+    # Sizes spelled out rather than -1: NumPy cannot infer one for an empty batch.
+    return y.reshape(x.shape[0], out_channels, H_out, W_out), cache
 
 
 def _conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """dW = sum_n dy[n] cols[n]^T,  db = sum_{n,h,w} dy,  dx = col2im(W^T dy[n])."""
     w = c["w"]
-    dy2 = dy.reshape(dy.shape[0], dy.shape[1], -1)  # (N, O, H_out W_out)
+    dy2 = dy.reshape(dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])  # (N, O, H_out W_out)
     dw = np.tensordot(dy2, c["cols"], axes=([0, 2], [0, 2]))  # sum over n and positions
     grads[f"{c['name']}.weight"] = dw.reshape(w.shape)
-    grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
+    if c["has_bias"]:
+        grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
     dcols = w.reshape(w.shape[0], -1).T @ dy2
     return _col2im(dcols, c["x_shape"], w.shape[2], c["padding"], c["dilation"])
 
 
 def _bn_forward(
-    x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict
+    x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict,
+    momentum: float = MOMENTUM,
 ) -> tuple[np.ndarray, dict]:
     """Batch norm over axis 1 of (N, C) or (N, C, H, W): y = gamma x_hat + beta.
 
     Training: x_hat = (x - mu) / sqrt(var + eps) with the batch mean and biased variance
-    over the m = N (H W) values of each channel; the new running buffers go into
-    ``running``. Eval: the running mean and variance take the place of mu and var.
+    over the m = N (H W) values of each channel; the new running buffers (the new batch
+    weighted by ``momentum``) go into ``running``. Eval: the running mean and variance
+    take the place of mu and var.
     """
     axes = (0, *range(2, x.ndim))
     per_channel = (1, -1) + (1,) * (x.ndim - 2)  # broadcast a (C,) vector against x
@@ -278,8 +306,8 @@ def _bn_forward(
     if training:
         m = x.size // x.shape[1]
         mu, var = x.mean(axis=axes), x.var(axis=axes)
-        running[f"{name}.running_mean"] = (1 - MOMENTUM) * running_mean + MOMENTUM * mu
-        running[f"{name}.running_var"] = (1 - MOMENTUM) * running_var + MOMENTUM * var * m / (m - 1)
+        running[f"{name}.running_mean"] = (1 - momentum) * running_mean + momentum * mu
+        running[f"{name}.running_var"] = (1 - momentum) * running_var + momentum * var * m / (m - 1)
         running[f"{name}.num_batches_tracked"] = tracked + 1
     else:
         mu, var = running_mean, running_var
@@ -296,9 +324,9 @@ def _bn_forward(
 def _bn_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """dgamma = sum dy x_hat,  dbeta = sum dy (over every axis but the channel's).
 
-    With dx_hat = dy gamma, training (mu and var depend on x):
-        dx = inv_std (dx_hat - mean(dx_hat) - x_hat mean(dx_hat x_hat));
-    eval (mu and var are constants): dx = inv_std dx_hat.
+    With dx_hat = dy gamma and inv_std = lambda = (v + eps)^(-1/2), training (mu and v
+    depend on x):  dx = inv_std (dx_hat - mean(dx_hat) - x_hat mean(dx_hat x_hat));
+    eval (mu and v are constants): dx = inv_std dx_hat.
     """
     x_hat, inv_std, axes = c["x_hat"], c["inv_std"], c["axes"]
     grads[f"{c['name']}.weight"] = (dy * x_hat).sum(axis=axes)
@@ -325,10 +353,10 @@ def _bn_relu_backward(dg: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     return _bn_backward(np.where(c["relu_open"], dg, 0), c, grads)
 
 
-def _sigmoid(s: np.ndarray) -> np.ndarray:
-    """1 / (1 + e^{-s}) from e^{-|s|} only, so that no exponent overflows."""
-    z = np.exp(-np.abs(s))
-    return np.where(s >= 0, 1, z) / (1 + z)
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^{-a}) from e^{-|a|} only, so that no exponent overflows."""
+    z = np.exp(-np.abs(a))
+    return np.where(a >= 0, 1, z) / (1 + z)
 
 
 # --------------------------------------------------------------------------------------
@@ -367,17 +395,27 @@ def _param_names(n: int, variant: str) -> list[str]:
 
 
 def _check_inputs(
-    x: np.ndarray, params: dict, variant: str, training: bool, dilation_val: int
+    x: np.ndarray, params: dict, variant: str, training: bool, dilation_val: int, eps: float
 ) -> tuple[np.ndarray, int]:
-    """Validate everything up front; return x as a float array and n, the dilated-conv count."""
+    """Validate everything up front, as ``F.batch_norm`` and ``nn.BAM`` do; return x as a
+    float array and n, the dilated-conv count."""
     if variant not in ("paper", "official"):
         raise ValueError(f"bam_forward: variant must be 'paper' or 'official', got {variant!r}")
-    is_int = isinstance(dilation_val, (int, np.integer)) and not isinstance(dilation_val, bool)
-    if not is_int or dilation_val < 1:
-        raise ValueError(f"bam_forward: dilation_val must be a positive int, got {dilation_val!r}")
-    F = np.asarray(x)
-    if not np.issubdtype(F.dtype, np.floating):
-        F = F.astype(np.float64)
+    if isinstance(dilation_val, (bool, np.bool_)) or not isinstance(dilation_val, (int, np.integer)):
+        raise TypeError(f"bam_forward: dilation_val must be an int, got {dilation_val!r}")
+    if dilation_val < 1:
+        raise ValueError(f"bam_forward: dilation_val must be >= 1, got {dilation_val!r}")
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"bam_forward: eps must be a real number, got {eps!r}")
+    if not (eps > 0 if training else eps >= 0) or eps == np.inf:
+        kind = "positive during training" if training else "non-negative"
+        raise ValueError(f"bam_forward: eps must be {kind} and finite, got {eps!r}")
+    if not isinstance(params, dict):
+        raise TypeError(
+            f"bam_forward: params must be a dict of BAM.state_dict() names to arrays, "
+            f"got {type(params).__name__}"
+        )
+    F = _real_array(x, "x", "bam_forward")
     if F.ndim != 4:
         raise ValueError(f"bam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
     N, C = F.shape[:2]
@@ -411,6 +449,8 @@ def _check_inputs(
             f"bam_forward: params do not match BAM(variant={variant!r}, dilation_conv_num={n}): "
             f"missing keys {missing}, unexpected keys {unexpected}"
         )
+    for name in expected:
+        _real_array(params[name], f"params[{name!r}]", "bam_forward")
     wrong = [
         f"{name}: got {np.shape(params[name])}, expected {shape}"
         for name, shape in expected.items()
@@ -422,3 +462,14 @@ def _check_inputs(
             + "; ".join(wrong)
         )
     return F, n
+
+
+def _real_array(value: object, name: str, fn: str) -> np.ndarray:
+    """``value`` as an array of real numbers (float kept, bool and int to float64).
+
+    Complex input would lose its imaginary part without a word, and object or string
+    arrays would fail deep inside NumPy: both are refused here, as ``mb.Tensor`` does."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: {name} must hold real numbers, got dtype {array.dtype}")
+    return array if array.dtype.kind == "f" else array.astype(np.float64)

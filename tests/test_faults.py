@@ -1,0 +1,309 @@
+"""Faults: threads, interrupted writes, hostile archives (docs/guarantees.md).
+
+Each test reproduces a failure seen before the fix (issue 13): grad mode shared by all
+threads, saves that destroyed the previous checkpoint when cut off, and loads that
+allocated whatever a file declared.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+import minibam as mb
+from minibam import io as mbio
+
+# ------------------------------------------------------------------ grad mode per thread
+
+
+def test_no_grad_in_one_thread_does_not_stop_another_from_recording():
+    inside, done = threading.Event(), threading.Event()
+    seen = {}
+
+    def quiet():
+        with mb.no_grad():
+            inside.set()
+            done.wait(5)
+            seen["quiet"] = mb.is_grad_enabled()
+
+    worker = threading.Thread(target=quiet)
+    worker.start()
+    assert inside.wait(5)
+    x = mb.Tensor([1.0, 2.0], requires_grad=True)
+    y = (x * x).sum()  # the other thread is inside no_grad right now
+    done.set()
+    worker.join()
+    assert mb.is_grad_enabled() and y.requires_grad
+    y.backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
+    assert seen["quiet"] is False
+
+
+def test_interleaved_no_grad_blocks_restore_each_threads_mode():
+    # A enters, B enters, A leaves, B leaves: with one process-wide switch B restored
+    # "off" (what it saw on entry) and grads stayed off for good.
+    step = threading.Barrier(2, timeout=5)
+    modes: dict[str, list[bool]] = {"a": [], "b": []}
+
+    def a():
+        with mb.no_grad():
+            step.wait()  # 1: both inside
+            step.wait()  # 2
+        modes["a"].append(mb.is_grad_enabled())
+        step.wait()  # 3: A is out, B still inside
+        step.wait()  # 4
+        modes["a"].append(mb.is_grad_enabled())
+
+    def b():
+        step.wait()  # 1
+        with mb.no_grad():
+            step.wait()  # 2
+            step.wait()  # 3
+            modes["b"].append(mb.is_grad_enabled())
+        step.wait()  # 4
+        modes["b"].append(mb.is_grad_enabled())
+        t = mb.Tensor([3.0], requires_grad=True)
+        modes["b"].append((t * t).requires_grad)
+
+    threads = [threading.Thread(target=f) for f in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert modes == {"a": [True, True], "b": [False, True, True]}
+    assert mb.is_grad_enabled()
+
+
+def test_a_new_thread_starts_with_grad_enabled_even_if_its_parent_is_in_no_grad():
+    seen = []
+    with mb.no_grad():
+        worker = threading.Thread(target=lambda: seen.append(mb.is_grad_enabled()))
+        worker.start()
+        worker.join()
+    assert seen == [True]  # as PyTorch: the mode is per thread, not inherited
+
+
+# ------------------------------------------------------------------------- atomic saves
+
+
+def _state(scale: float = 1.0) -> dict[str, np.ndarray]:
+    return {"w": np.arange(6.0).reshape(2, 3) * scale, "b": np.ones(3) * scale}
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _only_the_target(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_save_cut_off_by_a_file_size_limit_keeps_the_old_checkpoint(tmp_path):
+    path = tmp_path / "model.npz"
+    mb.save(_state(), path)
+    before = path.read_bytes()
+    result = _run("""
+        import resource, sys
+        import numpy as np
+        import minibam as mb
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # far below the new file
+        try:
+            mb.save({"big": np.zeros(100_000)}, sys.argv[1])
+        except OSError as error:
+            print("refused:", error.errno)
+        """, str(path))
+    assert "refused: 27" in result.stdout, result.stderr  # EFBIG
+    assert path.read_bytes() == before
+    assert _only_the_target(tmp_path) == ["model.npz"]  # no partial file left behind
+    np.testing.assert_array_equal(mb.load(path)["w"], _state()["w"])
+
+
+def test_a_save_interrupted_by_sigint_keeps_the_old_checkpoint(tmp_path):
+    path = tmp_path / "model.npz"
+    mb.save(_state(), path)
+    before = path.read_bytes()
+    # A real SIGINT, delivered after the first member of the new file has been written.
+    result = _run("""
+        import os, signal, sys
+        import numpy as np
+        import minibam as mb
+        write_array = np.lib.format.write_array
+        def write_then_interrupt(*args, **kwargs):
+            write_array(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGINT)
+        np.lib.format.write_array = write_then_interrupt
+        try:
+            mb.save({"a": np.zeros(1000), "b": np.zeros(1000)}, sys.argv[1])
+        except KeyboardInterrupt:
+            print("interrupted")
+        """, str(path))
+    assert "interrupted" in result.stdout, result.stderr
+    assert path.read_bytes() == before
+    assert _only_the_target(tmp_path) == ["model.npz"]
+
+
+def test_a_failed_save_leaves_no_file_and_a_good_one_keeps_permissions(tmp_path):
+    path = tmp_path / "new.npz"
+    with pytest.raises(TypeError):
+        mb.save({"ok": np.ones(2), "bad": np.array([object()])}, path)
+    assert _only_the_target(tmp_path) == []
+    mb.save(_state(), path)
+    os.chmod(path, 0o640)
+    mb.save(_state(2.0), path)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    np.testing.assert_array_equal(mb.load(path)["b"], 2 * np.ones(3))
+
+
+def test_reference_command_writes_atomically(tmp_path, monkeypatch):
+    from minibam.checks import reference
+
+    path = tmp_path / "case.npz"
+    path.write_bytes(b"earlier file")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(reference.np, "savez", fail)
+    with pytest.raises(OSError):
+        reference.save_arrays(path, {"x": np.ones(3)})
+    assert path.read_bytes() == b"earlier file"
+    assert _only_the_target(tmp_path) == ["case.npz"]
+
+
+# -------------------------------------------------------------------- hostile archives
+
+
+def _npy_header(shape: tuple, dtype: str = "<f8", version: tuple = (1, 0)) -> bytes:
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    import io
+
+    buffer = io.BytesIO()
+    if version == (1, 0):
+        np.lib.format.write_array_header_1_0(buffer, header)
+    else:
+        np.lib.format.write_array_header_2_0(buffer, header)
+    return buffer.getvalue()
+
+
+def _archive(path, members: list[tuple[str, bytes]], compress: bool = False) -> None:
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w", compression=method) as zf:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate names we want
+        for name, data in members:
+            zf.writestr(name, data)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+MARKER = (mbio.MARKER + ".npy", _npy(np.array(1)))
+
+
+def test_absurd_declared_shape_is_a_value_error_not_a_memory_error(tmp_path):
+    path = tmp_path / "absurd.npz"
+    # 10^18 float64 values declared in a file of a few hundred bytes.
+    _archive(path, [MARKER, ("w.npy", _npy_header((10**18,)) + b"\0" * 64)])
+    assert path.stat().st_size < 1000
+    with pytest.raises(ValueError, match=r"member 'w.npy' declares shape \(1000000000000000000,\)"):
+        mb.load(path)
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([MARKER, ("notes.txt", b"hello")], "member 'notes.txt' is not an .npy array"),
+        ([MARKER, ("w.npy", _npy(np.ones(2))), ("w.npy", _npy(np.zeros(2)))],
+         "member 'w.npy' appears twice"),
+        ([MARKER, ("w.npy", b"\x93NUMPY\x07\x00" + b"\0" * 64)],
+         "member 'w.npy'.*(format version|corrupt)"),
+        ([MARKER, ("w.npy", _npy(np.array(["a", "b"])))], "member 'w.npy' has dtype <U1"),
+        ([MARKER, ("w.npy", _npy(np.zeros(2, dtype=[("a", "<f8")])))], "member 'w.npy' has dtype"),
+        ([MARKER, ("w.npy", _npy_header((4,), "|O"))], "member 'w.npy' contains pickled"),
+        ([MARKER, ("w.npy", _npy_header((100,)) + b"\0" * 16)],
+         "member 'w.npy' declares shape \\(100,\\).*holds 16 bytes"),
+        ([(mbio.MARKER + ".npy", _npy(np.array(-7)))], "'__minibam__.npy' must hold the format"),
+        ([(mbio.MARKER + ".npy", _npy(np.array(1.9)))], "'__minibam__.npy' must hold the format"),
+        ([(mbio.MARKER + ".npy", _npy(np.array([1, 1])))], "'__minibam__.npy' must hold the format"),
+    ],
+    ids=["non-array", "duplicate", "bad-npy-version", "strings", "structured", "object",
+         "size-mismatch", "marker-negative", "marker-float", "marker-not-scalar"],
+)
+def test_hostile_members_are_refused_naming_the_member(tmp_path, members, message):
+    path = tmp_path / "hostile.npz"
+    _archive(path, members)
+    with pytest.raises(ValueError, match=message):
+        mb.load(path)
+
+
+def _bomb(path, values: int) -> None:
+    """A deflated member of ``values`` float64 zeros: about 1000x smaller than its data."""
+    header = _npy_header((values,))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(*MARKER)
+        with zf.open("w.npy", "w", force_zip64=True) as member:
+            member.write(header)
+            chunk = bytes(1 << 22)
+            left = values * 8
+            while left:
+                member.write(chunk[: min(left, len(chunk))])
+                left -= min(left, len(chunk))
+
+
+MEASURE = """
+import resource, sys
+import numpy as np
+import minibam as mb
+np.ones(1 << 20).sum()  # warm up NumPy's own allocations before the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    mb.load(sys.argv[1])
+    outcome = "loaded"
+except ValueError as error:
+    outcome = "refused: " + str(error)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) * 1024, outcome)
+"""
+
+
+def test_an_archive_bomb_is_refused_within_bounded_memory(tmp_path):
+    path = tmp_path / "bomb.npz"
+    _bomb(path, 30_000_000)  # 240 MB of zeros in a file of about 230 kB
+    size = path.stat().st_size
+    assert size < 400_000
+    result = _run(MEASURE, str(path))
+    grew, outcome = result.stdout.split(" ", 1)
+    assert outcome.startswith("refused:") and "member 'w.npy'" in outcome, result.stderr
+    # Refused before any allocation: the process grew by well under the bound it promises.
+    assert int(grew) < mbio.MAX_EXPANSION * size + mbio.SLACK_BYTES + (8 << 20)
+
+
+def test_loading_an_honest_checkpoint_uses_about_its_own_size(tmp_path):
+    path = tmp_path / "honest.npz"
+    mb.save({"w": np.random.default_rng(0).standard_normal(4_000_000)}, path)  # 32 MB
+    result = _run(MEASURE, str(path))
+    grew, outcome = result.stdout.split(" ", 1)
+    assert outcome.strip() == "loaded", result.stderr
+    assert int(grew) < 1.5 * path.stat().st_size
+
+
+def test_a_modest_compressed_archive_still_loads(tmp_path):
+    path = tmp_path / "compressed.npz"
+    state = {mbio.MARKER: np.array(1), "w": np.linspace(0, 1, 1000), "z": np.zeros(5000)}
+    np.savez_compressed(path, **state)
+    loaded = mb.load(path)
+    np.testing.assert_array_equal(loaded["w"], state["w"])
+    np.testing.assert_array_equal(loaded["z"], state["z"])
