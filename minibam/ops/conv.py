@@ -297,16 +297,19 @@ class Conv2d(Function):
         return gx, gw, gb
 
 
-# When the flat layout beats im2col (measured with benchmarks/bench_conv.py and the
-# sweep in docs/performance.md): few input channels, where im2col's copies cost more
-# than the small products, and little waste, the Wp - oW discarded values of each row.
+# When the flat layout beats im2col (measured: docs/performance.md, "Stride-1
+# convolutions without im2col"): few input channels, where im2col's copies cost more
+# than the small products, but not one to three, where each product sums over so few
+# terms that BLAS runs far below speed; and little waste, the Wp - oW discarded values
+# of each row.
+FLAT_MIN_CHANNELS = 4
 FLAT_MAX_CHANNELS = 16
 FLAT_MAX_WASTE = 0.2
 
 
 def _flat_pays(channels: int, width: int, g: Geometry) -> bool:
     """Whether a convolution takes the stride-1 flat path (see :class:`Conv2d`)."""
-    if g.stride != (1, 1) or g.is_pointwise or channels > FLAT_MAX_CHANNELS:
+    if g.stride != (1, 1) or g.is_pointwise or not FLAT_MIN_CHANNELS <= channels <= FLAT_MAX_CHANNELS:
         return False
     wp = width + 2 * g.padding[1]
     return wp - g.out[1] <= FLAT_MAX_WASTE * g.out[1]
