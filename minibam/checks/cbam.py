@@ -1,4 +1,4 @@
-"""CBAM's rows of ``minibam check``: its pooling ops, and the whole module with random weights.
+"""CBAM's rows of ``minibam check``: its pooling and gating ops, and the whole module with random weights.
 
 :func:`random_cbam` is what ``check`` (and ``bench``) start from: PyTorch's default
 initialisation from a seed, and random affine parameters and running statistics for the
@@ -63,6 +63,10 @@ def pool_cases(rng: np.random.Generator) -> list[Case]:
            x=x()),
         op("channel_avg_pool", F.channel_avg_pool, lambda T, t: t.mean(dim=1, keepdim=True), x=x()),
         op("channel_pool", F.channel_pool, torch_channel_pool, "[max; mean]", x=x()),
+        op("gate", F.gate, lambda T, t, g: t * g, "channel gate", x=x(),
+           g=rng.standard_normal((2, 3, 1, 1))),
+        op("gate", F.gate, lambda T, t, g: t * g, "spatial gate", x=x(),
+           g=rng.standard_normal((2, 1, 4, 5))),
     ]
 
 
