@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from minibam.function import Node
+from minibam.ops._parallel import add_into
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -338,7 +339,7 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
             if key in pending:
                 previous, previous_owned = pending[key]
                 if previous_owned:  # ours alone: add in place, no new full-size array
-                    previous += parent_grad
+                    add_into(previous, parent_grad)  # previous += parent_grad, on all cores
                 else:
                     pending[key] = (previous + parent_grad, True)
             else:

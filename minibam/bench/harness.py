@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from minibam.checks.runner import relative_error
+from minibam.checks.compare import relative_error
 
 SPREAD_LIMIT = 0.2  # per-round ratios further apart than 20 % of their median: do not trust
 ROOT = str(Path(__file__).resolve().parents[2])  # the tree this minibam was imported from

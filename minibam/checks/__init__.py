@@ -1,7 +1,10 @@
 """What ``minibam check`` and ``minibam reference`` / ``compare`` verify.
 
+- :mod:`~minibam.checks.compare`: the one comparison of two arrays (tolerances per dtype,
+  the rule for a gradient that is zero by construction), used by all of the below and by
+  :mod:`minibam.verify`;
 - :mod:`~minibam.checks.runner`: one check = analytic backward vs finite differences
-  (and vs PyTorch float64 when it is installed);
+  (and vs PyTorch float64 when it is installed), each case seeded by its name;
 - :mod:`~minibam.checks.catalogue`: every op, with small inputs;
 - :mod:`~minibam.checks.bam`: BAM with random weights, and BAM as a check;
 - :mod:`~minibam.checks.cbam`: CBAM's pooling ops, and CBAM with random weights as a check;
@@ -10,21 +13,28 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from minibam.checks.bam import bam_cases, random_bam
 from minibam.checks.catalogue import op_cases
 from minibam.checks.cbam import cbam_cases, random_cbam
-from minibam.checks.runner import FD_TOL, TORCH_TOL, Case, Result, relative_error, run_case
+from minibam.checks.compare import TOLERANCES, Row, compare, default_tolerance
+from minibam.checks.runner import (
+    FD_TOL,
+    TORCH_TOL,
+    Case,
+    Result,
+    case_seed,
+    relative_error,
+    run_case,
+)
 
 
-def all_cases(seed: int = 0, thorough: bool = False) -> list[Case]:
-    """Every op, then BAM in both variants, then CBAM's pools and CBAM; inputs drawn from ``seed``."""
-    rng = np.random.default_rng(seed)
-    return op_cases(rng, thorough) + bam_cases(rng, thorough) + cbam_cases(rng, thorough)
+def all_cases(thorough: bool = False) -> list[Case]:
+    """Every op, then BAM in both variants, then CBAM's ops and CBAM. A case's inputs come
+    from its own seed (``run_case(case, seed)``), so the list itself holds no random numbers."""
+    return op_cases(thorough) + bam_cases(thorough) + cbam_cases(thorough)
 
 
 __all__ = [
-    "FD_TOL", "TORCH_TOL", "Case", "Result", "all_cases", "random_bam", "random_cbam", "relative_error",
-    "run_case",
+    "FD_TOL", "TOLERANCES", "TORCH_TOL", "Case", "Result", "Row", "all_cases", "case_seed", "compare",
+    "default_tolerance", "random_bam", "random_cbam", "relative_error", "run_case",
 ]

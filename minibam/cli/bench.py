@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibam.cli._common import DTYPES, UsageError, int_at_least, say, shape_type
+from minibam.cli._common import DTYPES, UsageError, check_bam_fits, int_at_least, say, shape_type
 from minibam.nn.bam import VARIANTS
 
 WIDTHS = [22, 8, 16, 16, 9, 11, 12]
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
                                  f"ratio {args.reduction} (--reduction)")
         if shape[0] < 2:
             raise UsageError(f"shape {shape}: training mode needs a batch of at least 2")
+        check_bam_fits(shape, shape[1], min(args.reduction, shape[1]), 2, 8, "--shapes")
     if args.against:
         other = Path(args.against).resolve()
         if not (other / "minibam" / "__init__.py").is_file():

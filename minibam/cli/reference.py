@@ -6,7 +6,15 @@ import argparse
 
 import numpy as np
 
-from minibam.cli._common import DTYPES, UsageError, int_at_least, say, shape_str, shape_type
+from minibam.cli._common import (
+    DTYPES,
+    UsageError,
+    check_bam_fits,
+    int_at_least,
+    say,
+    shape_str,
+    shape_type,
+)
 from minibam.nn.bam import VARIANTS
 
 
@@ -14,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from minibam.checks.reference import BamConfig, make_reference, save_arrays
 
     n, h, w = args.shape
+    check_bam_fits((n, args.channels, h, w), args.channels, args.reduction, args.dilation_conv_num,
+                   np.dtype(args.dtype).itemsize, "--channels/--shape")
     config = BamConfig(args.channels, args.reduction, args.dilation_conv_num, args.dilation,
                        args.variant, training=not args.eval, dtype=np.dtype(args.dtype))
     try:

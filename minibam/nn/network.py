@@ -48,7 +48,7 @@ class BAMNet(Module):
             checked_int(width, f"widths[{i}]", "BAMNet")
         checked_int(in_channels, "in_channels", "BAMNet")
         checked_int(num_classes, "num_classes", "BAMNet")
-        if attention not in ATTENTION:
+        if not (attention is None or isinstance(attention, str)) or attention not in ATTENTION:
             raise ValueError(f"BAMNet: attention must be one of {ATTENTION}, got {attention!r}")
         self.attention = attention if use_bam else None
         self.use_bam = self.attention == "bam"

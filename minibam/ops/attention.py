@@ -105,7 +105,7 @@ class BamCombine(Function):
         return dx, dmc, dms
 
 
-# Values per block: small enough that a block's temporaries stay in the CPU cache
+# Values per block (read at call time, so a test can shrink it to force many blocks): small enough that a block's temporaries stay in the CPU cache
 # (64 Ki float32 values are 256 KiB), large enough that NumPy's per-call overhead is small.
 BLOCK_ELEMENTS = 1 << 16
 

@@ -1,0 +1,20 @@
+"""Verify your own module: hand minibam a PyTorch module, get a verdict.
+
+    from minibam import verify
+    report = verify.bam(MyBAM(64))
+    assert report.passed, report
+
+``verify.bam`` (:mod:`minibam.verify.bam`) checks a BAM against every known variant
+(``verify.VARIANTS``) and says which it is, or the closest and where it first departs.
+The generic machinery (copy, randomise, run, compare, report) is
+:mod:`minibam.verify.harness` and :mod:`minibam.verify.report`. PyTorch is imported only
+when a check runs; ``import minibam.verify`` does not import it. See docs/verify.md.
+"""
+
+from __future__ import annotations
+
+from minibam.verify.bam import bam, default_shapes
+from minibam.verify.bam_variants import VARIANTS
+from minibam.verify.report import Report
+
+__all__ = ["VARIANTS", "Report", "bam", "default_shapes"]
