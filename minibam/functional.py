@@ -1,7 +1,7 @@
 """What users call: ``from minibam import functional as F``.
 
 Every function takes and returns Tensors, records its backward, and checks its
-arguments before NumPy sees them. The ops themselves live in :mod:`minibam.ops`,
+arguments before NumPy sees them. The ops themselves live in `minibam.ops`,
 one file per family, forward and backward side by side.
 """
 

@@ -1,8 +1,8 @@
 """``Tensor``: a NumPy array that remembers how it was made, and the backward walk.
 
-A tensor made by an op holds a :class:`~minibam.function.Node` (the op, what the op
+A tensor made by an op holds a [`Node`][minibam.function.Node] (the op, what the op
 saved, and the op's input tensors). Those nodes form a directed acyclic graph ending in
-the leaves the user created. :meth:`Tensor.backward` orders that graph topologically,
+the leaves the user created. [`Tensor.backward`][minibam.tensor.Tensor.backward] orders that graph topologically,
 without recursion, and walks it from the output back to the leaves, calling each op's
 ``backward`` once with the sum of every gradient that reached it.
 See docs/architecture.md.

@@ -1,8 +1,8 @@
 """Benchmarks of minibam against PyTorch (or against another minibam tree), measured fairly.
 
 Used by ``minibam bench`` and the scripts in ``benchmarks/``, so that they cannot drift
-apart. :mod:`minibam.bench.harness` runs each library in its own process, alternating
-the sides; :mod:`minibam.bench.workloads` is what one such process times. The suites:
+apart. `minibam.bench.harness` runs each library in its own process, alternating
+the sides; `minibam.bench.workloads` is what one such process times. The suites:
 
 - ``bam``: BAM forward + backward in training mode where the paper places it in
   ResNet-50, and a CIFAR-sized placement;

@@ -1,6 +1,6 @@
 """What a benchmark process times: one library, one workload, one shape, one dtype.
 
-Run as ``python -m minibam.bench.workloads '<spec as JSON>'`` by :mod:`minibam.bench.harness`,
+Run as ``python -m minibam.bench.workloads '<spec as JSON>'`` by `minibam.bench.harness`,
 which starts one such process per measurement so that the two libraries never share a
 process (two thread pools in one process slow each other down: see docs/performance.md,
 "How it is measured"). The process prints one JSON line:

@@ -29,8 +29,8 @@ from minibam.checks.runner import (
 
 
 def all_cases(thorough: bool = False) -> list[Case]:
-    """Every op, then BAM in both variants, then CBAM's ops and CBAM. A case's inputs come
-    from its own seed (``run_case(case, seed)``), so the list itself holds no random numbers."""
+    """Every op, then BAM in both variants, then CBAM's pools and CBAM. A case's inputs come from its own seed
+    (``run_case(case, seed)``), so the list itself holds no random numbers."""
     return op_cases(thorough) + bam_cases(thorough) + cbam_cases(thorough)
 
 

@@ -8,13 +8,14 @@ spatial gate's BatchNorm, so that eval mode is not the identity normalisation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from minibam import functional as F
 from minibam.checks.bam import buffer_arrays
-from minibam.checks.catalogue import Draw, n, op, shape_text
+from minibam.checks.catalogue import n, op, shape_text
 from minibam.checks.runner import Case, Probe
 from minibam.nn import CBAM, BatchNorm2d
 from minibam.random import manual_seed
@@ -38,9 +39,12 @@ def random_cbam(gate_channels: int, reduction_ratio: int = 16,
     return cbam.to(dtype)
 
 
-class Distinct(Draw):
-    """Values 0.1 apart in random order: a unique maximum that a finite difference
+@dataclass(frozen=True)
+class Distinct:
+    """Draws values 0.1 apart in random order: a unique maximum that a finite difference
     cannot move to another element (max pooling is not differentiable at a tie)."""
+
+    shape: tuple[int, ...]
 
     def __call__(self, rng: np.random.Generator) -> np.ndarray:
         size = int(np.prod(self.shape))

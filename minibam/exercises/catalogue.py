@@ -1,6 +1,6 @@
 """Every exercise, in teaching order: each builds on the ones before it.
 
-Adding an exercise is one module that builds an :class:`~minibam.exercises.core.Exercise`
+Adding an exercise is one module that builds an [`Exercise`][minibam.exercises.Exercise]
 and one line here.
 """
 

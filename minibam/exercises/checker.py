@@ -5,11 +5,11 @@ For every case the student's function gets fresh copies of the arguments, in flo
 with NumPy's floating-point warnings turned into errors (an overflow is a bug the
 student should see, not a warning scrolled past). Its answer is compared with minibam's
 (``Exercise.reference``) and with central finite differences (``Exercise.numeric``),
-using minibam's one comparison rule (:func:`minibam.checks.compare.compare`). The report
+using minibam's one comparison rule (`minibam.checks.compare.compare`). The report
 leads with the verdict and the first failing case: the case's parameters, the array,
 the worst element with the student's and the expected value; a wrong shape, dtype or
 number of results is said as such; an exception is shown with its traceback trimmed to
-the student's own lines, and never raised. Then :mod:`~minibam.exercises.diagnosis`
+the student's own lines, and never raised. Then `minibam.exercises.diagnosis`
 names the mistake, if the answer is one of the exercise's catalogued ones.
 """
 

@@ -1,6 +1,6 @@
 """The layers BAM is made of: Linear, Conv2d, BatchNorm1d/2d, ReLU, Sigmoid, Flatten.
 
-Each is a thin owner of parameters around one function of :mod:`minibam.functional`;
+Each is a thin owner of parameters around one function of [`minibam.functional`][minibam.functional];
 the maths and the backward passes live there.
 """
 

@@ -115,7 +115,7 @@ def _blocks(n: int, c: int, plane: int) -> list[tuple[int, slice]]:
 
     Working block by block keeps every temporary in the CPU cache instead of making it
     a full (N, C, H, W) array: the backward runs 2-3x faster than whole-array NumPy.
-    The blocks are independent, so :func:`map_chunks` shares them out between threads.
+    The blocks are independent, so `map_chunks` shares them out between threads.
     """
     step = max(1, BLOCK_ELEMENTS // max(plane, 1))
     return [(i, slice(start, min(start + step, c))) for i in range(n) for start in range(0, c, step)]

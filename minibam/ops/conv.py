@@ -98,7 +98,7 @@ def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
 
 
 def unfold(x: np.ndarray, g: Geometry) -> np.ndarray:
-    """im2col without the argument checks (``g`` comes from :func:`geometry`)."""
+    """im2col without the argument checks (``g`` comes from [`geometry`][minibam.ops.conv.geometry])."""
     n, c, h, w = x.shape
     (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
     if ph or pw:
@@ -119,7 +119,7 @@ def fold(
     """col2im without the argument checks, fed one kernel offset at a time.
 
     ``slab(i, j)`` is the (N, C, oH, oW) slab of the columns that kernel offset (i, j)
-    read; it is added back where :func:`unfold` took it from. Taking a function rather
+    read; it is added back where [`unfold`][minibam.ops.conv.unfold] took it from. Taking a function rather
     than the whole (N, C*kH*kW, oH*oW) array lets conv2d's backward compute each slab
     just in time instead of building a second array kH*kW times the size of x.
     """
@@ -180,7 +180,7 @@ def col2im(
     padding: Any = 0,
     dilation: Any = 1,
 ) -> np.ndarray:
-    r"""(N, C*kH*kW, oH*oW) -> (N, C, H, W): the adjoint of :func:`im2col`.
+    r"""(N, C*kH*kW, oH*oW) -> (N, C, H, W): the adjoint of [`im2col`][minibam.ops.conv.im2col].
 
     $\langle \mathrm{im2col}(x), c\rangle = \langle x, \mathrm{col2im}(c)\rangle$: each
     column entry is added back to the input pixel it was read from, so pixels in several
