@@ -117,3 +117,16 @@ def test_cli_verify_module_cbam(tmp_path):
     assert bad.returncode == 1 and "port bug 'avg-twice'" in bad.stdout
     wrong = verify_cli(f"{source}:good", "--module", "cbam", "--channels", "16", "--variant", "paper")
     assert wrong.returncode == 2 and "variant" in wrong.stderr
+
+
+def test_the_documented_examples_give_the_documented_verdicts():
+    sys.path.insert(0, str(ROOT / "docs" / "examples"))
+    try:
+        import my_cbams
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "examples"))
+    good, bad = verify.cbam(my_cbams.MyCBAM(64)), verify.cbam(my_cbams.PortedCBAM(64))
+    assert good.passed and good.variant == "released"
+    assert not bad.passed and bad.variant == "avg-twice"
+    assert any(n.startswith("against the released code: 40 of 48 arrays differ; first divergence ChannelGate ")
+               for n in bad.notes), bad.notes

@@ -377,6 +377,10 @@ def cbam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | N
     best = matching[0] if matching else max(results, key=lambda c: (c.steps_agreeing, len(c.rows) - c.failed,
                                                                     -candidates.index(SPECS[c.name])))
     passed = bool(matching) and SPECS[matching[0].name].correct
+    released = next((c for c in results if c.name == "released"), None)
+    if matching and not passed and released is not None:
+        notes.append(f"against the released code: {released.failed} of {len(released.rows)} arrays differ; "
+                     f"first divergence {released.first_divergence} ({released.divergence_detail})")
     return Report("CBAM", passed, matching[0].name if matching else None, best.name,
                   best.first_divergence, best.rows, VARIANTS, fingerprint, results,
                   best.divergence_detail, notes, dtype, time.perf_counter() - start)

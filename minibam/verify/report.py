@@ -87,7 +87,7 @@ class Report:
         lines = [f"verify.{self.module.lower()}: {self.headline()}"]
         w = worst(self.rows)
         if w is not None:
-            what = "worst" if self.passed else "worst offender"
+            what = "worst" if all(r.passed for r in self.rows) else "worst offender"
             lines.append(f"  {what}: {w.name}, max rel {w.max_rel:.1e}, {w.mismatched} of {w.size} "
                          f"elements beyond tolerance (at {list(w.worst_index)}: {w.actual:.6g} vs {w.expected:.6g})")
         if self.first_divergence is not None:
