@@ -133,7 +133,8 @@ class Entry:
     errors: tuple[type[BaseException], ...] = (TypeError, ValueError)
     mutable: tuple[str, ...] = ()  # arguments the call may change by design
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    owner_names: tuple[str, ...] = ()
+    owner_names: tuple[str, ...] = ()  # other names its errors may carry (a part that refused)
+    label: str = ""  # how the report counts it, when not ``name``
 
 
 def _rng(draw: Any) -> np.random.Generator:
@@ -373,7 +374,8 @@ ENTRIES = [
           nn.BAMNet, None, owner_names=("BAM", "CBAM", "Conv2d", "Linear")),  # a part's check may speak
     # A layer's forward may fail in the function it calls (Linear in linear, ...).
     *[Entry(name, _module_input(make, shape), lambda module, **rest: module(rest["input"]), None,
-            owner_names=(name, function), aliases={"input": ("x", "channels", "shape")})
+            owner_names=(name, function), aliases={"input": ("x", "channels", "shape")},
+            label=f"{name}.forward")
       for name, function, make, shape in [
           ("Linear", "linear", lambda: nn.Linear(3, 2), (2, 3)),
           ("Conv2d", "conv2d", lambda: nn.Conv2d(2, 3, 3, padding=1), (2, 2, 4, 4)),
@@ -483,7 +485,7 @@ def check_one_call(entry: Entry, data: Any) -> None:
         args[name] = data.draw(HOSTILE, label=name)
     call_args = args
     before = {k: _snapshot(v) for k, v in call_args.items()}
-    label = entry.name if not entry.owner_names else f"{entry.name}.forward"
+    label = entry.label or entry.name
     try:
         result = entry.call(**call_args)
     except entry.errors as error:
