@@ -1,10 +1,9 @@
-"""Time BAM forward + backward (training mode) in minibam beside PyTorch.
+"""Time BAM forward + backward (training mode), minibam and PyTorch each in its own processes.
 
-    python benchmarks/bench_bam.py [--shapes N,C,H,W ...] [--dtype float32|float64|both]
-                                   [--repeat R] [--threads T] [--quick]
+    python benchmarks/bench_bam.py [options of minibam bench]
 
-The same as ``minibam bench`` (see ``minibam bench --help``); the timing lives in
-:mod:`minibam.bench`, so that the script and the command cannot drift apart.
+The same as ``minibam bench`` (see ``minibam bench --help``): the timing lives in
+:mod:`minibam.bench`, so that the scripts and the command cannot drift apart.
 """
 
 from __future__ import annotations

@@ -79,10 +79,10 @@ def _write_npz(handle: IO[bytes], arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def load(path: PathLike) -> dict[str, np.ndarray]:
-    """Read a checkpoint written by :func:`save`: a dict of arrays in the saved order.
+    """Read a checkpoint written by [`save`][minibam.io.save]: a dict of arrays in the saved order.
 
     Raises ``ValueError`` for a file that is not a minibam checkpoint (not an ``.npz``,
-    corrupt, or without a valid marker), and for anything :func:`read_arrays` refuses.
+    corrupt, or without a valid marker), and for anything [`read_arrays`][minibam.io.read_arrays] refuses.
     """
     arrays = read_arrays(path)
     if MARKER not in arrays:

@@ -1,8 +1,8 @@
 """``Tensor``: a NumPy array that remembers how it was made, and the backward walk.
 
-A tensor made by an op holds a :class:`~minibam.function.Node` (the op, what the op
+A tensor made by an op holds a [`Node`][minibam.function.Node] (the op, what the op
 saved, and the op's input tensors). Those nodes form a directed acyclic graph ending in
-the leaves the user created. :meth:`Tensor.backward` orders that graph topologically,
+the leaves the user created. [`Tensor.backward`][minibam.tensor.Tensor.backward] orders that graph topologically,
 without recursion, and walks it from the output back to the leaves, calling each op's
 ``backward`` once with the sum of every gradient that reached it.
 See docs/architecture.md.
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from minibam.function import Node
+from minibam.ops._parallel import add_into
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -348,7 +349,7 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
             if key in pending:
                 previous, previous_owned = pending[key]
                 if previous_owned:  # ours alone: add in place, no new full-size array
-                    previous += parent_grad
+                    add_into(previous, parent_grad)  # previous += parent_grad, on all cores
                 else:
                     pending[key] = (previous + parent_grad, True)
             else:

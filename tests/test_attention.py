@@ -138,3 +138,28 @@ def test_errors():
         F.bam_combine(mb.Tensor(np.zeros((2, 3))), mc, ms)
     with pytest.raises(TypeError):
         F.bam_combine(np.zeros((2, 3, 4, 5)), mc, ms)
+
+
+@pytest.mark.parametrize("combine", COMBINES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_give_the_single_thread_results(monkeypatch, combine, dtype):
+    """The blocks shared out between threads (ops/_parallel.py) compute what one thread
+    computes; M_s's gradient, summed from each thread's share, up to round-off."""
+    from minibam.ops import _parallel, attention
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in ((3, 7, 5, 6), (3, 7, 1, 1), (3, 1, 5, 6))]
+    dy = rng.standard_normal((3, 7, 5, 6)).astype(dtype)
+    monkeypatch.setattr(attention, "BLOCK_ELEMENTS", 64)  # several channels' blocks per sample
+    results = []
+    for threads in (1, 3):
+        monkeypatch.setattr(_parallel, "THREADS", threads)
+        tensors = [mb.Tensor(a, requires_grad=True) for a in arrays]
+        with np.errstate(all="raise"):  # the caller's settings hold in every thread
+            y = F.bam_combine(*tensors, combine)
+            y.backward(dy)
+        results.append([y.data] + [t.grad for t in tensors])
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for one, many in zip(*results):
+        assert one.dtype == dtype
+        np.testing.assert_allclose(many, one, rtol=tol, atol=tol)

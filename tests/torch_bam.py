@@ -167,3 +167,90 @@ def run_reference(
         "grads": {name: p.grad.numpy() for name, p in module.named_parameters()},
         "running": {name: b.numpy() for name, b in module.named_buffers()},
     }
+
+
+# ----------------------------------------------------------- variants and seeded bugs
+# What verify.bam must recognise, written here in plain PyTorch (not from minibam).
+
+
+class ReleasedChannelGate(ChannelGate):
+    """The released code's pooling: avg_pool2d with an H x H kernel and stride H, so a
+    non-square map contributes only its top-left H x H window (and W >= 2H crashes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.avg_pool2d(x, x.size(2), stride=x.size(2))
+        return self.gate_c(pooled)
+
+
+class ReleasedBAM(TorchBAM):
+    """The authors' released BAM as published: product, no closing BN, H x H pooling."""
+
+    def __init__(self, gate_channel: int, reduction_ratio: int = 16, dilation_conv_num: int = 2,
+                 dilation_val: int = 4) -> None:
+        super().__init__(gate_channel, reduction_ratio, dilation_conv_num, dilation_val, "official")
+        released = ReleasedChannelGate(gate_channel, reduction_ratio, "official")
+        released.load_state_dict(self.channel_att.state_dict())
+        self.channel_att = released
+
+
+class SumNoBnBAM(TorchBAM):
+    """A port's form: the paper's sum on the released code's layers (no closing BN)."""
+
+    def __init__(self, gate_channel: int, reduction_ratio: int = 16, dilation_conv_num: int = 3,
+                 dilation_val: int = 2) -> None:
+        super().__init__(gate_channel, reduction_ratio, dilation_conv_num, dilation_val, "official")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (1 + torch.sigmoid(self.channel_att(x)[:, :, None, None] + self.spatial_att(x)))
+
+
+class NoSigmoidBAM(TorchBAM):
+    """Bug: the sigmoid of the combined map is missing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mc, ms = self.channel_att(x)[:, :, None, None], self.spatial_att(x)
+        return x * (1 + (mc + ms if self.variant == "paper" else mc * ms))
+
+
+def with_bug(model: TorchBAM, bug: str) -> TorchBAM:
+    """Seed one copy-paste bug into ``model`` (in place) and return it."""
+    if bug == "spatial relu forgotten":
+        model.spatial_att.gate_s.gate_s_relu_reduce0 = nn.Identity()
+    elif bug == "channel activation wrong":
+        model.channel_att.gate_c.gate_c_relu_1 = nn.Tanh()
+    else:
+        raise ValueError(bug)
+    return model
+
+
+class RenamedBAM(nn.Module):
+    """The official variant under names of its own (``mlp``, ``spatial``, ...)."""
+
+    def __init__(self, gate_channel: int, reduction_ratio: int = 16, dilation_val: int = 4) -> None:
+        super().__init__()
+        hidden = gate_channel // reduction_ratio
+        self.spatial = nn.Sequential(
+            nn.Conv2d(gate_channel, hidden, 1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=dilation_val, dilation=dilation_val),
+            nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=dilation_val, dilation=dilation_val),
+            nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 1),
+        )
+        self.mlp = nn.Sequential(nn.Linear(gate_channel, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                 nn.Linear(hidden, gate_channel))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ms = self.spatial(x)  # spatial first: the call order differs from the authors'
+        mc = self.mlp(x.mean(dim=(2, 3)))[:, :, None, None]
+        return x * (1 + torch.sigmoid(mc * ms))
+
+
+RENAMED_KEY_MAP = {
+    "mlp.0": "channel_att.gate_c.gate_c_fc_0", "mlp.1": "channel_att.gate_c.gate_c_bn_1",
+    "mlp.3": "channel_att.gate_c.gate_c_fc_final",
+    "spatial.0": "spatial_att.gate_s.gate_s_conv_reduce0", "spatial.1": "spatial_att.gate_s.gate_s_bn_reduce0",
+    "spatial.3": "spatial_att.gate_s.gate_s_conv_di_0", "spatial.4": "spatial_att.gate_s.gate_s_bn_di_0",
+    "spatial.6": "spatial_att.gate_s.gate_s_conv_di_1", "spatial.7": "spatial_att.gate_s.gate_s_bn_di_1",
+    "spatial.9": "spatial_att.gate_s.gate_s_conv_final",
+}

@@ -1,7 +1,8 @@
 """The ops ``minibam check`` verifies, each with small float64 inputs and its PyTorch twin.
 
 Each case is ``op(name, minibam_fn, torch_fn, hyper-parameters, **arrays)``: the arrays
-are the inputs differentiated, drawn once from the run's seed; ``minibam_fn`` takes
+are the inputs differentiated, each a `Draw` (shape and distribution) that the
+runner fills from the case's own seed (see ``runner``); ``minibam_fn`` takes
 minibam tensors, ``torch_fn`` takes the torch module first and torch tensors. Inputs
 are kept away from the points where an op is not differentiable (ReLU at 0, log and
 division near 0), where finite differences would measure a kink instead of a slope.
@@ -10,6 +11,7 @@ division near 0), where finite differences would measure a kink instead of a slo
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,61 +28,84 @@ def shape_text(shape: tuple[int, ...]) -> str:
 _SHORT = {"weight": "w", "bias": "b", "channel_map": "M_c", "spatial_map": "M_s"}
 
 
+@dataclass(frozen=True)
+class Draw:
+    """How one input array is drawn from a case's generator: ``kind`` is "normal"
+    (``scale`` * N(0, 1) + ``shift``), "positive" (uniform in [0.5, 2]) or "nonzero"
+    (normal samples pushed at least 0.2 away from 0, where ReLU has its kink)."""
+
+    shape: tuple[int, ...]
+    kind: str = "normal"
+    scale: float = 1.0
+    shift: float = 0.0
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        if self.kind == "positive":
+            return rng.uniform(0.5, 2.0, self.shape)
+        z = rng.standard_normal(self.shape)
+        if self.kind == "nonzero":
+            z = np.where(z >= 0, 1.0, -1.0) * (0.2 + np.abs(z))
+        return self.scale * z + self.shift
+
+
+def n(*shape: int, scale: float = 1.0) -> Draw:
+    return Draw(shape, scale=scale)
+
+
+def positive(*shape: int) -> Draw:
+    return Draw(shape, "positive")
+
+
+def nonzero(*shape: int) -> Draw:
+    return Draw(shape, "nonzero")
+
+
 def op(name: str, fn: Callable[..., Tensor], torch_fn: Callable[..., Any], note: str = "",
-       **arrays: np.ndarray) -> Case:
+       **arrays: Draw) -> Case:
     """A case differentiating ``fn(*arrays.values())`` with respect to every array."""
     shapes = ", ".join(f"{_SHORT.get(k, k)} {shape_text(a.shape)}" for k, a in arrays.items())
 
-    def minibam_probe() -> Probe:
-        leaves = {k: Tensor(a, requires_grad=True) for k, a in arrays.items()}
+    def draw(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {k: spec(rng) for k, spec in arrays.items()}
+
+    def minibam_probe(inputs: dict[str, np.ndarray]) -> Probe:
+        leaves = {k: Tensor(a, requires_grad=True) for k, a in inputs.items()}
         return Probe(leaves, lambda: fn(*leaves.values()))
 
-    def torch_probe(torch: Any) -> Probe:
-        leaves = {k: torch.tensor(a, requires_grad=True) for k, a in arrays.items()}
+    def torch_probe(torch: Any, inputs: dict[str, np.ndarray]) -> Probe:
+        leaves = {k: torch.tensor(a, requires_grad=True) for k, a in inputs.items()}
         return Probe(leaves, lambda: torch_fn(torch, *leaves.values()))
 
-    return Case(name, f"{shapes}{'; ' + note if note else ''}", minibam_probe, torch_probe)
+    return Case(name, f"{shapes}{'; ' + note if note else ''}", draw, minibam_probe, torch_probe)
 
 
-def away_from_zero(rng: np.random.Generator, shape: tuple[int, ...], margin: float = 0.2) -> np.ndarray:
-    """Normal samples pushed at least ``margin`` away from 0 (same signs)."""
-    z = rng.standard_normal(shape)
-    return np.where(z >= 0, 1.0, -1.0) * (margin + np.abs(z))
-
-
-def positive(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    return rng.uniform(0.5, 2.0, shape)
-
-
-def elementwise_cases(rng: np.random.Generator) -> list[Case]:
-    n = rng.standard_normal
+def elementwise_cases() -> list[Case]:
     return [
-        op("add", F.add, lambda T, a, b: a + b, "broadcast", a=n((3, 4)), b=n((4,))),
-        op("sub", F.sub, lambda T, a, b: a - b, "broadcast both", a=n((3, 1)), b=n((1, 4))),
-        op("mul", F.mul, lambda T, a, b: a * b, "broadcast", a=n((2, 3, 4)), b=n((3, 1))),
-        op("div", F.div, lambda T, a, b: a / b, "broadcast", a=n((3, 4)), b=positive(rng, (4,))),
-        op("neg", F.neg, lambda T, x: -x, x=n((3, 4))),
-        op("pow", lambda x: x**3, lambda T, x: x**3, "exponent 3", x=n((3, 4))),
-        op("pow", lambda x: x**-0.5, lambda T, x: x**-0.5, "exponent -0.5", x=positive(rng, (3, 4))),
-        op("exp", F.exp, lambda T, x: T.exp(x), x=n((3, 4))),
-        op("log", F.log, lambda T, x: T.log(x), x=positive(rng, (3, 4))),
-        op("sigmoid", F.sigmoid, lambda T, x: T.sigmoid(x), x=4 * n((3, 5))),
-        op("relu", F.relu, lambda T, x: T.relu(x), x=away_from_zero(rng, (3, 5))),
+        op("add", F.add, lambda T, a, b: a + b, "broadcast", a=n(3, 4), b=n(4)),
+        op("sub", F.sub, lambda T, a, b: a - b, "broadcast both", a=n(3, 1), b=n(1, 4)),
+        op("mul", F.mul, lambda T, a, b: a * b, "broadcast", a=n(2, 3, 4), b=n(3, 1)),
+        op("div", F.div, lambda T, a, b: a / b, "broadcast", a=n(3, 4), b=positive(4)),
+        op("neg", F.neg, lambda T, x: -x, x=n(3, 4)),
+        op("pow", lambda x: x**3, lambda T, x: x**3, "exponent 3", x=n(3, 4)),
+        op("pow", lambda x: x**-0.5, lambda T, x: x**-0.5, "exponent -0.5", x=positive(3, 4)),
+        op("exp", F.exp, lambda T, x: T.exp(x), x=n(3, 4)),
+        op("log", F.log, lambda T, x: T.log(x), x=positive(3, 4)),
+        op("sigmoid", F.sigmoid, lambda T, x: T.sigmoid(x), x=n(3, 5, scale=4.0)),
+        op("relu", F.relu, lambda T, x: T.relu(x), x=nonzero(3, 5)),
     ]
 
 
-def linalg_cases(rng: np.random.Generator) -> list[Case]:
-    n = rng.standard_normal
+def linalg_cases() -> list[Case]:
     return [
-        op("matmul", F.matmul, lambda T, a, b: a @ b, a=n((3, 4)), b=n((4, 5))),
-        op("matmul", F.matmul, lambda T, a, b: a @ b, "batched", a=n((2, 3, 4)), b=n((4, 2))),
+        op("matmul", F.matmul, lambda T, a, b: a @ b, a=n(3, 4), b=n(4, 5)),
+        op("matmul", F.matmul, lambda T, a, b: a @ b, "batched", a=n(2, 3, 4), b=n(4, 2)),
         op("linear", F.linear, lambda T, x, w, b: T.nn.functional.linear(x, w, b),
-           x=n((4, 5)), weight=n((3, 5)), bias=n((3,))),
+           x=n(4, 5), weight=n(3, 5), bias=n(3)),
     ]
 
 
-def shape_cases(rng: np.random.Generator) -> list[Case]:
-    x = rng.standard_normal((2, 3, 4))
+def shape_cases() -> list[Case]:
+    x = n(2, 3, 4)
     return [
         op("sum", lambda t: F.sum(t, axis=1), lambda T, t: t.sum(dim=1), "axis=1", x=x),
         op("sum", F.sum, lambda T, t: t.sum(), "all", x=x),
@@ -90,28 +115,28 @@ def shape_cases(rng: np.random.Generator) -> list[Case]:
         op("transpose", lambda t: F.transpose(t, 2, 0, 1), lambda T, t: t.permute(2, 0, 1),
            "axes (2, 0, 1)", x=x),
         op("expand", lambda t: F.expand(t, 2, 3, 4), lambda T, t: t.expand(2, 3, 4), "-> 2x3x4",
-           x=rng.standard_normal((3, 1))),
+           x=n(3, 1)),
         op("slice", lambda t: t[1:, ::2, :-1], lambda T, t: t[1:, ::2, :-1], "[1:, ::2, :-1]", x=x),
         op("flatten", lambda t: F.flatten(t, 1), lambda T, t: t.flatten(1), "start_dim=1", x=x),
     ]
 
 
-def loss_cases(rng: np.random.Generator) -> list[Case]:
-    targets = rng.integers(0, 5, 4)
+def loss_cases() -> list[Case]:
+    targets = np.array([3, 0, 4, 1])  # fixed: only the logits are differentiated
     return [
         op("cross_entropy", lambda z: F.cross_entropy(z, targets),
            lambda T, z: T.nn.functional.cross_entropy(z, T.from_numpy(targets)), "mean over N",
-           logits=2 * rng.standard_normal((4, 5))),
+           logits=n(4, 5, scale=2.0)),
     ]
 
 
-def conv_case(rng: np.random.Generator, x_shape: tuple[int, ...], out_channels: int,
-              kernel: tuple[int, int], bias: bool = True, **hyper: Any) -> Case:
+def conv_case(x_shape: tuple[int, ...], out_channels: int, kernel: tuple[int, int],
+              bias: bool = True, **hyper: Any) -> Case:
     """conv2d with the given stride / padding / dilation (ints or pairs)."""
-    weight = rng.standard_normal((out_channels, x_shape[1], *kernel)) / np.sqrt(x_shape[1] * kernel[0] * kernel[1])
-    arrays = {"x": rng.standard_normal(x_shape), "weight": weight}
+    fan_in = x_shape[1] * kernel[0] * kernel[1]
+    arrays = {"x": n(*x_shape), "weight": n(out_channels, x_shape[1], *kernel, scale=1 / np.sqrt(fan_in))}
     if bias:
-        arrays["bias"] = rng.standard_normal(out_channels)
+        arrays["bias"] = n(out_channels)
     note = " ".join(f"{k[0]}={v}" for k, v in hyper.items()).replace(", ", ",") or "s=1"
 
     def fn(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
@@ -123,49 +148,51 @@ def conv_case(rng: np.random.Generator, x_shape: tuple[int, ...], out_channels: 
     return op("conv2d", fn, torch_fn, note, **arrays)
 
 
-def conv_cases(rng: np.random.Generator, thorough: bool) -> list[Case]:
+def conv_cases(thorough: bool) -> list[Case]:
     cases = [
-        conv_case(rng, (2, 3, 6, 6), 4, (3, 3), padding=1),
-        conv_case(rng, (2, 3, 7, 6), 2, (3, 3), stride=2),
-        conv_case(rng, (2, 2, 7, 7), 3, (3, 3), padding=2, dilation=2),
-        conv_case(rng, (2, 4, 5, 3), 3, (1, 1)),
-        conv_case(rng, (2, 2, 6, 7), 2, (2, 3), bias=False, stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+        conv_case((2, 3, 6, 6), 4, (3, 3), padding=1),
+        conv_case((2, 3, 7, 6), 2, (3, 3), stride=2),
+        conv_case((2, 2, 7, 7), 3, (3, 3), padding=2, dilation=2),
+        conv_case((2, 4, 5, 3), 3, (1, 1)),
+        conv_case((2, 2, 6, 7), 2, (2, 3), bias=False, stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
     ]
     if thorough:
         for stride in (1, 2, 3):
             for padding in (0, 1, 3):
                 for dilation in (1, 2, 3):
-                    cases.append(conv_case(rng, (2, 2, 8, 9), 3, (3, 3), stride=stride,
+                    cases.append(conv_case((2, 2, 8, 9), 3, (3, 3), stride=stride,
                                            padding=padding, dilation=dilation))
-        cases.append(conv_case(rng, (3, 5, 9, 9), 4, (3, 3), padding=4, dilation=4))
-        cases.append(conv_case(rng, (2, 3, 5, 5), 2, (5, 5), padding=2))
+        cases.append(conv_case((3, 5, 9, 9), 4, (3, 3), padding=4, dilation=4))
+        cases.append(conv_case((2, 3, 5, 5), 2, (5, 5), padding=2))
     return cases
 
 
-def batch_norm_case(rng: np.random.Generator, x_shape: tuple[int, ...], training: bool) -> Case:
+def batch_norm_case(x_shape: tuple[int, ...], training: bool) -> Case:
     """batch_norm with fresh copies of random running buffers on every call, so that
     repeated evaluations see the same state; the buffers after one call are compared."""
     channels = x_shape[1]
-    x = 2.0 * rng.standard_normal(x_shape) + 0.5
-    gamma, beta = rng.uniform(0.5, 1.5, channels), rng.standard_normal(channels)
-    mean0, var0 = 0.3 * rng.standard_normal(channels), rng.uniform(0.5, 2.0, channels)
     mode = "train" if training else "eval"
     shapes = f"x {shape_text(x_shape)}, w {channels}, b {channels}; {mode}"
 
-    def minibam_probe() -> Probe:
-        leaves = {k: Tensor(a, requires_grad=True) for k, a in (("x", x), ("weight", gamma), ("bias", beta))}
+    def draw(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return {"x": 2.0 * rng.standard_normal(x_shape) + 0.5, "weight": rng.uniform(0.5, 1.5, channels),
+                "bias": rng.standard_normal(channels), "running_mean": 0.3 * rng.standard_normal(channels),
+                "running_var": rng.uniform(0.5, 2.0, channels)}
+
+    def minibam_probe(inputs: dict[str, np.ndarray]) -> Probe:
+        leaves = {k: Tensor(inputs[k], requires_grad=True) for k in ("x", "weight", "bias")}
         state: dict[str, Tensor] = {}
 
         def run() -> Tensor:
-            state["running_mean"], state["running_var"] = Tensor(mean0), Tensor(var0)
+            state["running_mean"], state["running_var"] = Tensor(inputs["running_mean"]), Tensor(inputs["running_var"])
             return F.batch_norm(leaves["x"], state["running_mean"], state["running_var"],
                                 leaves["weight"], leaves["bias"], training=training)
 
         return Probe(leaves, run, lambda: {k: v.data.copy() for k, v in state.items()})
 
-    def torch_probe(T: Any) -> Probe:
-        leaves = {k: T.tensor(a, requires_grad=True) for k, a in (("x", x), ("weight", gamma), ("bias", beta))}
-        state = {"running_mean": T.tensor(mean0), "running_var": T.tensor(var0)}
+    def torch_probe(T: Any, inputs: dict[str, np.ndarray]) -> Probe:
+        leaves = {k: T.tensor(inputs[k], requires_grad=True) for k in ("x", "weight", "bias")}
+        state = {k: T.tensor(inputs[k]) for k in ("running_mean", "running_var")}
 
         def run() -> Any:
             return T.nn.functional.batch_norm(leaves["x"], state["running_mean"], state["running_var"],
@@ -173,33 +200,31 @@ def batch_norm_case(rng: np.random.Generator, x_shape: tuple[int, ...], training
 
         return Probe(leaves, run, lambda: {k: v.numpy().copy() for k, v in state.items()})
 
-    return Case("batch_norm", shapes, minibam_probe, torch_probe)
+    return Case("batch_norm", shapes, draw, minibam_probe, torch_probe)
 
 
-def norm_pool_cases(rng: np.random.Generator, thorough: bool) -> list[Case]:
-    n = rng.standard_normal
+def norm_pool_cases(thorough: bool) -> list[Case]:
     cases = [
-        batch_norm_case(rng, (6, 4), training=True),
-        batch_norm_case(rng, (3, 4, 3, 5), training=True),
-        batch_norm_case(rng, (3, 4, 3, 5), training=False),
+        batch_norm_case((6, 4), training=True),
+        batch_norm_case((3, 4, 3, 5), training=True),
+        batch_norm_case((3, 4, 3, 5), training=False),
         op("global_avg_pool2d", F.global_avg_pool2d, lambda T, x: x.mean(dim=(2, 3)), "H != W",
-           x=n((2, 3, 4, 5))),
+           x=n(2, 3, 4, 5)),
     ]
     if thorough:
         cases += [
-            batch_norm_case(rng, (2, 3), training=True),
-            batch_norm_case(rng, (6, 4), training=False),
-            batch_norm_case(rng, (2, 1, 4, 4), training=True),
-            batch_norm_case(rng, (4, 6, 5, 5), training=True),
+            batch_norm_case((2, 3), training=True),
+            batch_norm_case((6, 4), training=False),
+            batch_norm_case((2, 1, 4, 4), training=True),
+            batch_norm_case((4, 6, 5, 5), training=True),
             op("global_avg_pool2d", F.global_avg_pool2d, lambda T, x: x.mean(dim=(2, 3)), "1x1",
-               x=n((3, 2, 1, 1))),
+               x=n(3, 2, 1, 1)),
         ]
     return cases
 
 
-def combine_cases(rng: np.random.Generator) -> list[Case]:
-    n = rng.standard_normal
-    arrays = {"x": n((2, 3, 4, 5)), "channel_map": n((2, 3, 1, 1)), "spatial_map": n((2, 1, 4, 5))}
+def combine_cases() -> list[Case]:
+    arrays = {"x": n(2, 3, 4, 5), "channel_map": n(2, 3, 1, 1), "spatial_map": n(2, 1, 4, 5)}
     return [
         op("bam_combine", lambda x, c, s: F.bam_combine(x, c, s, "sum"),
            lambda T, x, c, s: x * (1 + T.sigmoid(c + s)), "sum", **arrays),
@@ -208,13 +233,13 @@ def combine_cases(rng: np.random.Generator) -> list[Case]:
     ]
 
 
-def op_cases(rng: np.random.Generator, thorough: bool = False) -> list[Case]:
+def op_cases(thorough: bool = False) -> list[Case]:
     return (
-        elementwise_cases(rng)
-        + linalg_cases(rng)
-        + shape_cases(rng)
-        + conv_cases(rng, thorough)
-        + norm_pool_cases(rng, thorough)
-        + combine_cases(rng)
-        + loss_cases(rng)
+        elementwise_cases()
+        + linalg_cases()
+        + shape_cases()
+        + conv_cases(thorough)
+        + norm_pool_cases(thorough)
+        + combine_cases()
+        + loss_cases()
     )

@@ -30,17 +30,17 @@ from typing import Any
 
 import numpy as np
 
+from minibam import functional as F
 from minibam.checks.bam import buffer_arrays, random_bam
+from minibam.checks.compare import Row, compare, default_tolerance, largest
 from minibam.nn import BAM, BatchNorm1d, BatchNorm2d, StateDictError
+from minibam.ops.attention import bam_combine
 from minibam.tensor import Tensor
 
 FORMAT = "minibam-bam-reference"
 FORMAT_VERSION = 1
 REQUIRED = ("x", "dy", "y", "dx")
-# (rtol, atol) per dtype of the file: see compare_arrays for the test.
-DEFAULT_TOLERANCE = {np.dtype(np.float64): (1e-9, 1e-12), np.dtype(np.float32): (2e-3, 1e-6)}
-GRAD_FLOOR = 1e-3
-NOISE_FACTOR = 20.0
+DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 _FC0 = "channel_att.gate_c.gate_c_fc_0.weight"
 _CLOSING_BN = ("channel_att.gate_c.gate_c_bn_final.weight", "spatial_att.gate_s.gate_s_bn_final.weight")
@@ -76,9 +76,18 @@ class BamConfig:
                 f"{'training' if self.training else 'eval'}, {self.dtype}")
 
 
-def _forward_backward(bam: BAM, x: np.ndarray, dy: np.ndarray) -> tuple[Tensor, Tensor]:
+def _forward_backward(bam: BAM, x: np.ndarray, dy: np.ndarray,
+                      pooling: str = "global") -> tuple[Tensor, Tensor]:
+    """``pooling="window"``: the channel branch pools only the top-left H x H window, as
+    the authors' released code does on a non-square map (used to test that hint)."""
     xt = Tensor(x, requires_grad=True)
-    y = bam(xt)
+    if pooling == "window":
+        n, c, h, _ = x.shape
+        mc = bam.channel_att.gate_c(F.global_avg_pool2d(xt[:, :, :h, :h])).reshape(n, c, 1, 1)
+        ms = bam.spatial_att.spatial_map(xt)
+        y = bam_combine(xt, mc, ms, "sum" if bam.variant == "paper" else "product")
+    else:
+        y = bam(xt)
     y.backward(dy)
     return y, xt
 
@@ -174,7 +183,7 @@ def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
     if version is not None and version > FORMAT_VERSION:
         raise ReferenceFileError(f"format version {version} is newer than this minibam reads ({FORMAT_VERSION})")
     x = arrays["x"]
-    if x.ndim != 4 or x.dtype not in DEFAULT_TOLERANCE:
+    if x.ndim != 4 or x.dtype not in DTYPES:
         raise ReferenceFileError(f"x must be a float32 or float64 (N, C, H, W) array, got {x.dtype} {x.shape}")
     for name in ("dy", "y", "dx"):
         if arrays[name].shape != x.shape:
@@ -230,30 +239,8 @@ def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
     return config, notes
 
 
-@dataclass
-class Row:
-    name: str
-    shape: tuple[int, ...]
-    max_abs: float  # max |minibam - file|
-    rel: float  # max_abs / scale
-    noise: float  # max |minibam in the file's dtype - minibam in float64|
-    passed: bool
-
-
-def compare_arrays(name: str, ours: np.ndarray, theirs: np.ndarray, rtol: float, atol: float,
-                   floor: float = 0.0, noise: float = 0.0) -> Row:
-    """Pass when max |ours - theirs| <= atol + rtol * max(max |theirs|, floor) + NOISE_FACTOR * noise."""
-    ours64, theirs64 = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    if ours64.shape != theirs64.shape:
-        raise ReferenceFileError(f"{name} has shape {theirs64.shape} in the file, minibam computes {ours64.shape}")
-    max_abs = float(np.max(np.abs(ours64 - theirs64))) if ours64.size else 0.0
-    scale = max(float(np.max(np.abs(theirs64))) if ours64.size else 0.0, floor)
-    rel = 0.0 if max_abs == 0.0 else max_abs / max(scale, np.finfo(np.float64).tiny)
-    passed = bool(np.isfinite(max_abs) and max_abs <= atol + rtol * scale + NOISE_FACTOR * noise)
-    return Row(name, theirs64.shape, max_abs, rel, noise, passed)
-
-
-def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any) -> dict[str, np.ndarray]:
+def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any,
+         pooling: str = "global") -> dict[str, np.ndarray]:
     """minibam's y, dx, grad.<name> and after.<buffer> for the file's case, in ``dtype``."""
     bam = replace(config, dtype=np.dtype(dtype)).build()
     state = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
@@ -262,7 +249,7 @@ def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any) -> dict[s
     except StateDictError as error:
         raise ReferenceFileError(str(error)) from None
     try:
-        y, xt = _forward_backward(bam, arrays["x"].astype(dtype), arrays["dy"].astype(dtype))
+        y, xt = _forward_backward(bam, arrays["x"].astype(dtype), arrays["dy"].astype(dtype), pooling)
     except ValueError as error:
         raise ReferenceFileError(f"minibam cannot run this case: {error}") from None
     out = {"y": y.data, "dx": xt.grad}
@@ -271,30 +258,51 @@ def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any) -> dict[s
     return out
 
 
-def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: float,
-                      atol: float) -> list[Row]:
+def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: float | None = None,
+                      atol: float | None = None, pooling: str = "global") -> list[Row]:
     """Rebuild minibam's BAM from the file, run it on x and dy, compare every array.
 
     minibam computes in float64 whatever the file's dtype (float32 inputs are exact in
-    float64), so a difference is the file's error. Two allowances keep round-off from
-    failing a correct file: gradients are measured against at least ``GRAD_FLOOR``
-    times the largest gradient (a gradient that is zero by design, such as a bias
-    before a training-mode BatchNorm, holds only round-off of the size of its
-    neighbours); and for a float32 file, minibam also runs in float32, and
+    float64), so it is the reference and a difference is the file's error. The test is
+    `minibam.checks.compare.compare`: ``torch.testing.assert_close``'s tolerances for
+    the file's dtype unless ``rtol``/``atol`` are given, and a gradient that is zero by
+    construction (a bias right before a training-mode BatchNorm) judged on the scale of
+    the largest gradient. For a float32 file minibam also runs in float32, and
     ``NOISE_FACTOR`` times its own float32 error is allowed on top.
     """
+    default_rtol, default_atol = default_tolerance(config.dtype)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
     grads = {k for k in arrays if k.startswith("grad.")}
-    ours = _run(arrays, config, np.float64)
+    ours = _run(arrays, config, np.float64, pooling)
     unknown = sorted(k[len("grad."):] for k in grads - set(ours))
     if unknown:
         raise ReferenceFileError(f"gradients for parameters this BAM does not have: {', '.join(unknown)}")
-    low = _run(arrays, config, config.dtype) if config.dtype != np.float64 else ours
+    # a float32 file: minibam's own float32 round-off is allowed (``compare``'s ``noise``)
+    low = _run(arrays, config, config.dtype, pooling) if config.dtype != np.float64 else None
     gradient_names = ["dx"] + [k for k in ours if k in grads]
-    floor = GRAD_FLOOR * max(float(np.max(np.abs(ours[k]))) for k in gradient_names)
+    scale = largest(ours[k] for k in gradient_names)
     names = ["y"] + gradient_names + [k for k in ours if k.startswith("after.") and k in arrays]
     rows = []
     for k in names:
-        noise = float(np.max(np.abs(low[k] - ours[k].astype(np.float64)))) if ours[k].size else 0.0
-        rows.append(compare_arrays(k, ours[k], arrays[k], rtol, atol,
-                                   floor if k in gradient_names else 0.0, noise))
+        if arrays[k].shape != ours[k].shape:
+            raise ReferenceFileError(f"{k} has shape {arrays[k].shape} in the file, minibam computes {ours[k].shape}")
+        noise = 0.0 if low is None or not ours[k].size else float(
+            np.max(np.abs(low[k].astype(np.float64) - ours[k].astype(np.float64))))
+        rows.append(compare(k, arrays[k], ours[k], rtol, atol,
+                            case_scale=scale if k in gradient_names else None, noise=noise))
     return rows
+
+
+def overrides(arrays: dict[str, np.ndarray], dilation_val: int | None, training: bool | None) -> list[str]:
+    """What the caller's flags change against the file's own ``meta.*``."""
+    out = []
+    stored_dilation = _meta(arrays, "dilation_val", int)
+    if dilation_val is not None and stored_dilation is not None and dilation_val != stored_dilation:
+        out.append(f"--dilation {dilation_val} overrides the file's meta.dilation_val = {stored_dilation}")
+    stored_training = _meta(arrays, "training", bool)
+    if training is not None and stored_training is not None and training != stored_training:
+        out.append(f"--{'train' if training else 'eval'} overrides the file's meta.training = {stored_training} "
+                   f"(it was made in {'training' if stored_training else 'eval'} mode)")
+    return out
+

@@ -4,7 +4,10 @@
     minibam check      every op and BAM against finite differences (and PyTorch if installed)
     minibam reference  write a self-contained .npz case for checking another BAM
     minibam compare    run minibam's BAM on such a case and report the differences
+    minibam verify     check a PyTorch BAM from a Python file: which variant, and where it departs
     minibam bench      time BAM forward + backward beside PyTorch
+    minibam exercises  list the exercises, or write a student workbook
+    minibam grade      grade student workbooks, each in its own process
 
 Exit status: 0 when everything passed, 1 when a check or comparison failed, 2 for bad
 input (arguments, files): then one line on stderr, never a traceback. PyTorch is
@@ -19,12 +22,12 @@ import sys
 from collections.abc import Sequence
 
 from minibam import __version__
-from minibam.cli import bench, check, compare, reference
+from minibam.cli import bench, check, compare, exercises, grade, reference, verify
 from minibam.cli._common import Parser, UsageError, parse_shape
 
 __all__ = ["UsageError", "build_parser", "main", "parse_shape"]
 
-COMMANDS = (check, reference, compare, bench)
+COMMANDS = (check, reference, compare, verify, bench, exercises, grade)
 
 
 def build_parser() -> argparse.ArgumentParser:

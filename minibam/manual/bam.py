@@ -77,7 +77,7 @@ def bam_forward(
     dilation_val: int = 4,
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, dict]:
-    """BAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for :func:`bam_backward`.
+    """BAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for [`bam_backward`][minibam.manual.bam_backward].
 
     ``params`` maps ``BAM.state_dict()`` names to arrays (``num_batches_tracked`` may be
     left out); the number D of dilated convolutions is read from its keys. Nothing in
@@ -241,7 +241,7 @@ def _im2col(x: np.ndarray, k: int, padding: int, dilation: int) -> np.ndarray:
 
 
 def _col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: int) -> np.ndarray:
-    """The adjoint of :func:`_im2col`: add each tap's columns back where they were read."""
+    """The adjoint of `_im2col`: add each tap's columns back where they were read."""
     N, C, H, W = x_shape
     H_out, W_out = H + 2 * padding - dilation * (k - 1), W + 2 * padding - dilation * (k - 1)
     dcols = dcols.reshape(N, C, k, k, H_out, W_out)

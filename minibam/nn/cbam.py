@@ -97,7 +97,7 @@ class CBAMChannelGate(Module):
         return F.sigmoid(logits).reshape(x.shape[0], x.shape[1], 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.channel_map(x)
+        return F.gate(x, self.channel_map(x))
 
     def extra_repr(self) -> str:
         return f"pool_types={self.pool_types}"
@@ -130,7 +130,7 @@ class CBAMSpatialGate(Module):
         return F.sigmoid(self.spatial(self.compress(x)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * self.spatial_map(x)
+        return F.gate(x, self.spatial_map(x))
 
 
 class CBAM(Module):

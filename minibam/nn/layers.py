@@ -1,6 +1,6 @@
 """The layers BAM is made of: Linear, Conv2d, BatchNorm1d/2d, ReLU, Sigmoid, Flatten.
 
-Each is a thin owner of parameters around one function of :mod:`minibam.functional`;
+Each is a thin owner of parameters around one function of [`minibam.functional`][minibam.functional];
 the maths and the backward passes live there.
 """
 
@@ -186,11 +186,15 @@ class BatchNorm2d(_BatchNorm):
 
 
 class ReLU(Module):
+    r"""$\max(x, 0)$ elementwise, as a module: [`relu`][minibam.ops.activation.relu]."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)
 
 
 class Sigmoid(Module):
+    r"""$\sigma(x) = 1 / (1 + e^{-x})$ elementwise, as a module: [`sigmoid`][minibam.ops.activation.sigmoid]."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.sigmoid(x)
 

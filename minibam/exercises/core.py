@@ -1,0 +1,168 @@
+"""What an exercise is: the student's stub, the cases, minibam's answer, the known mistakes.
+
+An exercise module builds one [`Exercise`][minibam.exercises.Exercise] (or a few) and the catalogue
+(`minibam.exercises.catalogue`) lists them in teaching order. The checker
+(`minibam.exercises.checker`) needs nothing else:
+
+- ``stub``: the source the workbook gives the student (a function or a ``Function``
+  class named ``name``, raising ``NotImplementedError``);
+- ``make_cases(rng)``: the cases, drawn like the test suite draws them
+  (``tests/strategies.py``: small sides, values bounded away from 0), each with a random
+  upstream gradient among its arguments;
+- ``reference``: minibam's own answer, with the student's signature;
+- ``numeric(case)``: the same gradients by central finite differences (None for an
+  exercise that computes no gradient, such as im2col);
+- ``mistakes``: classic wrong answers, each written as a wrong implementation with the
+  student's signature. The checker runs them on the student's failing cases to say
+  which one the student made.
+
+``call(fn, args)`` runs any of these implementations on a case and returns its answer as
+``{output name: array}``; the default calls ``fn(**args)`` and names the results after
+``outputs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from minibam.function import Context
+from minibam.gradcheck import numeric_gradient
+
+FD_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A classic wrong answer: ``wrong`` is it, written out; ``doc`` explains the right one."""
+
+    name: str  # what the report calls it, e.g. "assigns instead of accumulating"
+    why: str  # one or two sentences: what goes wrong and what to do instead
+    doc: str  # page#section under docs/
+    wrong: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One set of arguments. ``params`` is what a report shows (shapes, stride, ...)."""
+
+    params: dict[str, Any]
+    args: dict[str, Any]
+    hidden: dict[str, Any] = field(default_factory=dict)  # for the finite differences only
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str  # the function or class the student writes
+    title: str
+    doc: str  # the derivation the exercise practises: page#section under docs/
+    intro: str  # markdown for the workbook
+    stub: str  # Python source of the stub
+    outputs: tuple[str, ...]  # names of what the function returns, in order
+    make_cases: Callable[[np.random.Generator], list[Case]]
+    reference: Callable[..., Any]
+    mistakes: tuple[Mistake, ...] = ()
+    numeric: Callable[[Case], dict[str, np.ndarray]] | None = None
+    call: Callable[[Any, dict[str, Any], tuple[str, ...]], dict[str, Any]] | None = None
+    # Which outputs are gradients (compared with finite differences and judged with the
+    # zero-by-construction rule); None: all of them.
+    gradients: tuple[str, ...] | None = ()
+    # Finite differences on the first ``fd_cases`` cases (None: all) and on a failing one;
+    # the others are compared with minibam's ops only (which the test suite checks by FD).
+    fd_cases: int | None = None
+
+    def is_gradient(self, output: str) -> bool:
+        return self.gradients is None or output in self.gradients
+
+    def run(self, fn: Any, args: dict[str, Any]) -> dict[str, Any]:
+        """``fn``'s answer on ``args`` as ``{output name: value}``."""
+        if self.call is not None:
+            return self.call(fn, args, self.outputs)
+        return name_outputs(fn(**args), self.outputs)
+
+
+def name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
+    """A function's return value as ``{name: value}``: a dict stays, one value gets the
+    one name, a tuple is zipped with the names (the checker reports a wrong count)."""
+    if isinstance(result, dict):
+        return result
+    if len(names) == 1:
+        return {names[0]: result}
+    if not isinstance(result, (tuple, list)):
+        raise WrongAnswer(f"returned one {type(result).__name__}, expected a tuple of "
+                          f"{len(names)}: ({', '.join(names)})")
+    if len(result) != len(names):
+        raise WrongAnswer(f"returned a tuple of {len(result)}, expected {len(names)}: "
+                          f"({', '.join(names)})")
+    return dict(zip(names, result))
+
+
+def call_function(cls: Any, args: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, Any]:
+    """Run a ``Function`` class: ``forward`` on the inputs (every argument but ``grad``),
+    then ``backward`` on ``grad``; outputs are the forward's result then one gradient per input."""
+    inputs = [v for k, v in args.items() if k != "grad"]
+    ctx = Context((True,) * len(inputs))
+    y = cls.forward(ctx, *inputs)
+    grads = cls.backward(ctx, args["grad"])
+    if not isinstance(grads, (tuple, list)):
+        grads = (grads,)
+    return name_outputs((y, *grads), outputs)
+
+
+class WrongAnswer(Exception):
+    """The student's function returned something of the wrong kind (not a wrong number)."""
+
+
+# ----------------------------------------------------------------------------------------
+# Drawing cases like tests/strategies.py does, with NumPy only (hypothesis is a test tool)
+# ----------------------------------------------------------------------------------------
+
+MAX_SIDE = 4
+
+
+def values(rng: np.random.Generator, shape: Sequence[int], bound: float = 2.0,
+           margin: float = 0.1, positive: bool = False) -> np.ndarray:
+    """``margin <= |value| <= margin + bound``, both signs unless ``positive``: nothing
+    lands on a kink or near a zero divisor (as ``strategies.arrays``)."""
+    a = rng.uniform(-bound, bound, size=tuple(shape))
+    a = np.abs(a) + margin if positive else a + np.where(a < 0, -margin, margin)
+    return np.asarray(a, dtype=np.float64)
+
+
+def upstream(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
+    """A standard-normal dL/dy: never all ones, which hides batch norm's errors."""
+    return np.asarray(rng.standard_normal(tuple(shape)), dtype=np.float64)
+
+
+def side(rng: np.random.Generator, low: int = 1, high: int = MAX_SIDE) -> int:
+    return int(rng.integers(low, high + 1))
+
+
+def broadcast_pair(rng: np.random.Generator, max_dims: int = 4) -> tuple[tuple, tuple]:
+    """Two shapes NumPy broadcasts together, with missing leading axes and size-1 axes."""
+    out = tuple(side(rng, 2) for _ in range(int(rng.integers(1, max_dims + 1))))
+    shapes = []
+    for _ in range(2):
+        drop = int(rng.integers(0, len(out) + 1))
+        shapes.append(tuple(1 if rng.random() < 0.4 else n for n in out[drop:]))
+    return shapes[0], shapes[1]
+
+
+# ----------------------------------------------------------------------------------------
+# Finite differences for an exercise's gradients
+# ----------------------------------------------------------------------------------------
+
+
+def finite_differences(forward: Callable[..., np.ndarray], inputs: dict[str, np.ndarray],
+                       grad: np.ndarray, wrt: dict[str, str]) -> dict[str, np.ndarray]:
+    r"""$\partial \langle \text{grad}, \text{forward}(\text{inputs})\rangle / \partial$ input,
+    by central differences, for each ``{output name: input name}`` in ``wrt``."""
+    work = {k: np.array(v, dtype=np.float64) for k, v in inputs.items()}
+
+    def loss() -> float:
+        return float(np.sum(forward(**work) * grad))
+
+    return {out: numeric_gradient(loss, work[name], FD_EPS) for out, name in wrt.items()}

@@ -1,0 +1,229 @@
+"""The module-agnostic part of verifying a user's PyTorch module against minibam.
+
+Nothing here knows what BAM is: it copies the user's module (``copy.deepcopy``, so the
+caller's object is never touched), gives every parameter and batch-norm buffer random
+non-trivial values, runs the copy forward and backward under a random upstream gradient
+while forward hooks record each parameterised layer's input and output, and compares
+the results with minibam's through `minibam.checks.compare.compare`. A module's
+specifics (which minibam model to build, how names map) live beside it, e.g.
+`minibam.verify.bam`.
+
+torch is imported by the functions that need it, never at module import.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from minibam.checks.compare import Row, compare, largest
+
+Arrays = dict[str, np.ndarray]
+
+
+class ModuleError(ValueError):
+    """The user's module cannot be checked at all (it fails on a plain input, or returns
+    the wrong shape): bad input, as opposed to a module that runs and differs."""
+
+
+def import_torch() -> Any:
+    """The torch module, or ImportError with what to do."""
+    try:
+        import torch
+    except ImportError as error:
+        raise ImportError("minibam.verify needs PyTorch to run your module: pip install torch") from error
+    return torch
+
+
+def is_batch_norm(module: Any) -> bool:
+    torch = import_torch()
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+def layers_with_parameters(module: Any) -> dict[str, Any]:
+    """Submodules that own parameters or buffers directly, by dotted name, in registration order."""
+    return {name: m for name, m in module.named_modules()
+            if next(m.parameters(recurse=False), None) is not None
+            or next(m.buffers(recurse=False), None) is not None}
+
+
+def working_copy(module: Any, dtype: str) -> Any:
+    """A deep copy of ``module`` in ``dtype`` ("float64" or "float32"), gradients cleared.
+    The caller's module is read, never written."""
+    torch = import_torch()
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"verify: expected a torch.nn.Module, got {type(module).__name__}")
+    twin = copy.deepcopy(module)
+    twin.to(torch.float64 if dtype == "float64" else torch.float32)
+    for p in twin.parameters():
+        p.grad = None
+        p.requires_grad_(True)
+    return twin
+
+
+def randomise(module: Any, rng: np.random.Generator) -> None:
+    """Random, non-trivial values for every parameter and batch-norm buffer of ``module``
+    (in place; ``module`` is a working copy). Weights ~ N(0, 1/fan_in), biases ~ N(0, 0.5^2);
+    batch norm: weight in [0.5, 1.5], bias ~ N(0, 0.5^2), running mean ~ N(0, 0.5^2),
+    running variance in [0.5, 2], so that neither its defaults nor eval mode hide a bug."""
+    torch = import_torch()
+    with torch.no_grad():
+        for m in module.modules():
+            bn = is_batch_norm(m)
+            for name, p in m.named_parameters(recurse=False):
+                shape = tuple(p.shape)
+                if bn and name == "weight":
+                    value = rng.uniform(0.5, 1.5, shape)
+                elif p.ndim >= 2:
+                    value = rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(shape[1:])))), shape)
+                else:
+                    value = rng.normal(0.0, 0.5, shape)
+                p.copy_(torch.from_numpy(value))
+            if bn:
+                if m.running_mean is not None:
+                    m.running_mean.copy_(torch.from_numpy(rng.normal(0.0, 0.5, tuple(m.running_mean.shape))))
+                    m.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, tuple(m.running_var.shape))))
+                if m.num_batches_tracked is not None:
+                    m.num_batches_tracked.fill_(int(rng.integers(1, 1000)))
+
+
+def numpy_state(module: Any) -> Arrays:
+    """``module.state_dict()`` as NumPy copies."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+@dataclass
+class Run:
+    """One forward and backward pass: output, gradients, buffers after, and per hooked
+    layer (in call order) its input and output."""
+
+    y: np.ndarray
+    dx: np.ndarray
+    grads: Arrays
+    buffers: Arrays
+    steps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def call_order(module: Any, x: np.ndarray) -> list[str]:
+    """Names of the parameterised layers of ``module`` in the order a forward pass calls
+    them (a pass in eval mode without gradients, on a throwaway copy)."""
+    torch = import_torch()
+    twin = copy.deepcopy(module).eval()
+    layers = layers_with_parameters(twin)
+    order: list[str] = []
+    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: order.append(name))
+               for name, m in layers.items()]
+    try:
+        with torch.no_grad():
+            twin(torch.as_tensor(x, dtype=next(twin.parameters()).dtype))
+    except Exception as error:
+        raise ModuleError(f"verify: the module fails on an input of shape {x.shape}: "
+                         f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}") from None
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def run_torch(module: Any, x: np.ndarray, dy: np.ndarray, training: bool,
+              buffers_before: Arrays) -> Run:
+    """Forward and backward of the working copy ``module`` from the buffers
+    ``buffers_before`` (restored first, so every run starts from the same state)."""
+    torch = import_torch()
+    dtype = next(module.parameters()).dtype
+    with torch.no_grad():
+        for name, b in module.named_buffers():
+            b.copy_(torch.from_numpy(buffers_before[name]))
+    for p in module.parameters():
+        p.grad = None
+    module.train(training)
+    steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(mod: Any, inputs: Any, output: Any) -> None:
+            first = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
+            if name not in steps and torch.is_tensor(first) and torch.is_tensor(output):
+                # cloned now: a later in-place ReLU would otherwise change what was seen
+                steps[name] = (first.detach().double().numpy().copy(), output.detach().double().numpy().copy())
+        return hook
+
+    handles = [m.register_forward_hook(record(name)) for name, m in layers_with_parameters(module).items()]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread beats several fighting over cores
+    try:
+        xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+        y = module(xt)
+        if not torch.is_tensor(y) or tuple(y.shape) != tuple(x.shape):
+            got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
+            raise ModuleError(f"verify: the module's output is {got} for an input of shape {tuple(x.shape)}; "
+                             f"an attention module must return its input's shape")
+        y.backward(torch.as_tensor(dy, dtype=dtype))
+    finally:
+        torch.set_num_threads(threads)
+        for h in handles:
+            h.remove()
+    grads = {k: (np.zeros(tuple(p.shape)) if p.grad is None else p.grad.detach().numpy().copy())
+             for k, p in module.named_parameters()}
+    buffers = {k: b.detach().numpy().copy() for k, b in module.named_buffers()}
+    return Run(y.detach().numpy().copy(), xt.grad.detach().numpy().copy(), grads, buffers, steps)
+
+
+def _noise(low: np.ndarray | None, exact: np.ndarray) -> float:
+    if low is None or exact.size == 0:
+        return 0.0
+    return float(np.max(np.abs(np.asarray(low, np.float64) - exact)))
+
+
+def compare_runs(label: str, theirs: Run, ours: Run, rtol: float, atol: float,
+                 names: dict[str, str], ours_low: Run | None = None) -> list[Row]:
+    """Rows for one case: ``y``, ``dx``, ``grad.<name>`` for every parameter and
+    ``after.<name>`` for every buffer; ``names`` maps their state_dict names to ours, and
+    rows use ours. Gradients share the case's scale (the zero-by-construction rule).
+    ``ours_low``: the same run of ours in float32, whose distance from ``ours`` is the
+    round-off allowance of a float32 check (``compare``'s ``noise``)."""
+    def low(kind: str, name: str = "") -> np.ndarray | None:
+        if ours_low is None:
+            return None
+        return getattr(ours_low, kind) if not name else getattr(ours_low, kind).get(name)
+
+    grad_pairs = [("dx", theirs.dx, ours.dx, low("dx"))]
+    grad_pairs += [(f"grad.{names[k]}", g, ours.grads[names[k]], low("grads", names[k]))
+                   for k, g in theirs.grads.items()]
+    scale = largest(pair[2] for pair in grad_pairs)
+    rows = [compare(f"{label} y", theirs.y, ours.y, rtol, atol, noise=_noise(low("y"), ours.y))]
+    rows += [compare(f"{label} {n}", a, e, rtol, atol, case_scale=scale, noise=_noise(lo, e))
+             for n, a, e, lo in grad_pairs]
+    for k, b in theirs.buffers.items():
+        expected = ours.buffers[names[k]]
+        exact = b.dtype.kind in "iu"
+        rows.append(compare(f"{label} after.{names[k]}", b.reshape(expected.shape), expected,
+                            0.0 if exact else rtol, 0.0 if exact else atol,
+                            noise=0.0 if exact else _noise(low("buffers", names[k]), expected)))
+    return rows
+
+
+def step_rows(theirs: Run, ours: Run, order: Sequence[str], names: dict[str, str],
+              rtol: float, atol: float) -> list[tuple[str, str, Row]]:
+    """For each hooked layer in ``order`` (their names) that ``names`` maps to one of
+    ``ours.steps``: ("input" | "output", our layer name, Row)."""
+    rows = []
+    for their in order:
+        ours_name = names.get(their)
+        if their not in theirs.steps or ours_name not in ours.steps:
+            continue
+        for i, what in enumerate(("input", "output")):
+            a, e = theirs.steps[their][i], ours.steps[ours_name][i]
+            if a.size != e.size:
+                rows.append((what, ours_name, compare(what, np.full(e.shape, np.nan), e, rtol, atol)))
+            else:
+                rows.append((what, ours_name, compare(what, a.reshape(e.shape), e, rtol, atol)))
+    return rows
+
+
+def random_inputs(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Input ~ N(0.2, 1) (a non-zero mean, as real feature maps have) and upstream N(0, 1)."""
+    return rng.standard_normal(shape) + 0.2, rng.standard_normal(shape)
