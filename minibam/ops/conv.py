@@ -84,8 +84,10 @@ def check_sizes(op: str, shape: tuple[int, ...], g: Geometry, itemsize: int) -> 
     before NumPy is asked for it (padding=10**12 would otherwise be a MemoryError)."""
     n, c, h, w = shape
     (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
-    check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize)
-    check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize)
+    check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize,
+               f" (padding {g.padding})")
+    check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize,
+               f" (kernel_size {g.kernel}, stride {g.stride}, dilation {g.dilation})")
 
 
 def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
