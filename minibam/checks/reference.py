@@ -252,7 +252,7 @@ def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: fl
 
     minibam computes in float64 whatever the file's dtype (float32 inputs are exact in
     float64), so it is the reference and a difference is the file's error. The test is
-    :func:`minibam.checks.compare.compare`: ``torch.testing.assert_close``'s tolerances for
+    `minibam.checks.compare.compare`: ``torch.testing.assert_close``'s tolerances for
     the file's dtype unless ``rtol``/``atol`` are given, and a gradient that is zero by
     construction (a bias right before a training-mode BatchNorm) judged on the scale of
     the largest gradient. For a float32 file minibam also runs in float32, and

@@ -137,9 +137,9 @@ def fold(
 def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
     """``x`` zero-padded, each (channel) plane flattened: (N, C, Hp * Wp + tail), and Wp.
 
-    The layout of the stride-1 path (see :class:`Conv2d`): in it, kernel offset (i, j)
+    The layout of the stride-1 path (see [`Conv2d`][minibam.ops.conv.Conv2d]): in it, kernel offset (i, j)
     reads, for every output pixel at once, one contiguous run of ``oH * Wp`` values
-    starting at :func:`flat_offset`. The ``(kW - 1) dW`` zeros of the tail let the last
+    starting at [`flat_offset`][minibam.ops.conv.flat_offset]. The ``(kW - 1) dW`` zeros of the tail let the last
     offset's run end inside the buffer.
     """
     n, c, h, w = x.shape
@@ -151,7 +151,7 @@ def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
 
 
 def flat_offset(g: Geometry, wp: int, i: int, j: int) -> int:
-    """Where kernel offset (i, j)'s run starts in :func:`pad_flat`'s layout."""
+    """Where kernel offset (i, j)'s run starts in [`pad_flat`][minibam.ops.conv.pad_flat]'s layout."""
     return i * g.dilation[0] * wp + j * g.dilation[1]
 
 
@@ -234,13 +234,13 @@ class Conv2d(Function):
     "Forward as a matrix product", "Backward" and "1x1 convolution".
 
     Any other stride-1 convolution (BAM's dilated 3x3 ones) skips im2col too: on the
-    zero-padded input with each plane flattened (:func:`pad_flat`, row length Wp), the
+    zero-padded input with each plane flattened ([`pad_flat`][minibam.ops.conv.pad_flat], row length Wp), the
     values kernel offset (i, j) reads for all output pixels form one contiguous run
     starting at $i d_H W_p + j d_W$, if the output is computed on rows of Wp values
     and the last Wp - oW of each row thrown away. So
     $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$ is kH kW matrix products on views, with no
     copy of x kH kW times; the backward runs the same sums transposed
-    (:func:`_flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
+    (`_flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
     without im2col".
     """
 
@@ -305,7 +305,7 @@ FLAT_MAX_WASTE = 0.2
 
 
 def _flat_pays(channels: int, width: int, g: Geometry) -> bool:
-    """Whether a convolution takes the stride-1 flat path (see :class:`Conv2d`)."""
+    """Whether a convolution takes the stride-1 flat path (see [`Conv2d`][minibam.ops.conv.Conv2d])."""
     if g.stride != (1, 1) or g.is_pointwise or channels > FLAT_MAX_CHANNELS:
         return False
     wp = width + 2 * g.padding[1]
@@ -313,7 +313,7 @@ def _flat_pays(channels: int, width: int, g: Geometry) -> bool:
 
 
 def _flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on :func:`pad_flat`'s layout.
+    r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on [`pad_flat`][minibam.ops.conv.pad_flat]'s layout.
 
     Returns y as (N, O, oH * oW) and the padded input (kept for dW).
     """
@@ -335,7 +335,7 @@ def _flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.nd
 
 def _flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray, x_shape: tuple[int, ...],
                    g: Geometry, need_x: bool, need_w: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    r"""Stride-1 backward on :func:`pad_flat`'s layout: per kernel offset (i, j),
+    r"""Stride-1 backward on [`pad_flat`][minibam.ops.conv.pad_flat]'s layout: per kernel offset (i, j),
     $\bar W_{:,:,i,j} = \sum_n \bar Y_n X_{n,(i,j)}^\top$ and
     $\bar X_{(i,j)} \mathrel{+}= W_{:,:,i,j}^\top \bar Y$, then the padding is cut off."""
     n, c, h, w = x_shape

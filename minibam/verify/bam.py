@@ -6,8 +6,8 @@
 The BAM-specific part: placing the user's parameters under minibam's names (the
 authors' names as they are, ``key_map``, or by structure), the fingerprint (C, r, the
 dilated convs and their dilation, read from the module) and the known variants
-(:mod:`minibam.verify.bam_variants`). Copying, randomising, running and comparing are
-the generic :mod:`minibam.verify.harness`.
+(`minibam.verify.bam_variants`). Copying, randomising, running and comparing are
+the generic `minibam.verify.harness`.
 """
 
 from __future__ import annotations

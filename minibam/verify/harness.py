@@ -4,9 +4,9 @@ Nothing here knows what BAM is: it copies the user's module (``copy.deepcopy``, 
 caller's object is never touched), gives every parameter and batch-norm buffer random
 non-trivial values, runs the copy forward and backward under a random upstream gradient
 while forward hooks record each parameterised layer's input and output, and compares
-the results with minibam's through :func:`minibam.checks.compare.compare`. A module's
+the results with minibam's through `minibam.checks.compare.compare`. A module's
 specifics (which minibam model to build, how names map) live beside it, e.g.
-:mod:`minibam.verify.bam`.
+`minibam.verify.bam`.
 
 torch is imported by the functions that need it, never at module import.
 """
