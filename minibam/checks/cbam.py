@@ -1,4 +1,4 @@
-"""CBAM's rows of ``minibam check``: its pooling ops, and the whole module with random weights.
+"""CBAM's rows of ``minibam check``: its pooling and gating ops, and the whole module with random weights.
 
 `random_cbam` is what ``check`` (and ``bench``) start from: PyTorch's default
 initialisation from a seed, and random affine parameters and running statistics for the
@@ -15,7 +15,7 @@ import numpy as np
 
 from minibam import functional as F
 from minibam.checks.bam import buffer_arrays
-from minibam.checks.catalogue import op, shape_text
+from minibam.checks.catalogue import n, op, shape_text
 from minibam.checks.runner import Case, Probe
 from minibam.nn import CBAM, BatchNorm2d
 from minibam.random import manual_seed
@@ -51,7 +51,7 @@ class Distinct:
         return (rng.permutation(size).reshape(self.shape) - size / 2) * 0.1 + rng.uniform(0, 0.01)
 
 
-def pool_cases() -> list[Case]:
+def op_cases() -> list[Case]:
     x = Distinct((2, 3, 4, 5))
 
     def torch_channel_pool(T: Any, t: Any) -> Any:
@@ -62,18 +62,18 @@ def pool_cases() -> list[Case]:
            lambda T, t: T.nn.functional.max_pool2d(t, t.shape[2:]).flatten(1), "H != W", x=x),
         op("global_lp_pool2d", F.global_lp_pool2d,
            lambda T, t: T.nn.functional.lp_pool2d(t, 2, t.shape[2:]).flatten(1), "p=2", x=x),
-        op("global_lse_pool2d", F.global_lse_pool2d, lambda T, t: T.logsumexp(t, dim=(2, 3)),
-           x=x),
+        op("global_lse_pool2d", F.global_lse_pool2d, lambda T, t: T.logsumexp(t, dim=(2, 3)), x=x),
         op("channel_max_pool", F.channel_max_pool, lambda T, t: t.max(dim=1, keepdim=True).values,
            x=x),
         op("channel_avg_pool", F.channel_avg_pool, lambda T, t: t.mean(dim=1, keepdim=True), x=x),
         op("channel_pool", F.channel_pool, torch_channel_pool, "[max; mean]", x=x),
+        op("gate", F.gate, lambda T, t, g: t * g, "channel gate", x=n(2, 3, 4, 5), g=n(2, 3, 1, 1)),
+        op("gate", F.gate, lambda T, t, g: t * g, "spatial gate", x=n(2, 3, 4, 5), g=n(2, 1, 4, 5)),
     ]
 
 
-def cbam_case(x_shape: tuple[int, int, int, int],
-              pool_types: Sequence[str] = ("avg", "max"), reduction_ratio: int = 4,
-              no_spatial: bool = False, training: bool = True) -> Case:
+def cbam_case(x_shape: tuple[int, int, int, int], pool_types: Sequence[str] = ("avg", "max"),
+              reduction_ratio: int = 4, no_spatial: bool = False, training: bool = True) -> Case:
     """The whole module: gradients for x and every parameter, buffers restored before
     each evaluation so that the finite differences all see the same module."""
     config = (x_shape[1], reduction_ratio, tuple(pool_types), no_spatial)
@@ -114,7 +114,7 @@ def cbam_case(x_shape: tuple[int, int, int, int],
 def cbam_cases(thorough: bool = False) -> list[Case]:
     # Hidden widths of 4 and 8: with only one or two hidden ReLUs, a pool's whole MLP path
     # is often switched off, and a wrong backward of that pool would go unseen.
-    cases = pool_cases() + [
+    cases = op_cases() + [
         cbam_case((3, 8, 6, 5), ("avg", "max"), reduction_ratio=2),
         cbam_case((3, 16, 3, 5), ("avg", "max", "lp", "lse"), reduction_ratio=2, training=False),
     ]

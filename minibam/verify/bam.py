@@ -248,7 +248,7 @@ def bam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | No
             label = f"{'train' if mode else 'eval'} ({','.join(map(str, shape))})"
             try:
                 theirs = harness.run_torch(twin, x, dy, mode, their_buffers)
-            except ValueError:
+            except harness.ModuleError:
                 raise
             except Exception as error:  # the module's own failure on this shape is a finding
                 notes.append(f"{label}: the module raised {type(error).__name__}: {str(error).splitlines()[0]}")
