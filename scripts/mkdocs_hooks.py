@@ -14,6 +14,10 @@
 3. **Nothing fetched by the notebook pages.** nbconvert's page template loads MathJax 2 and
    Mermaid from a CDN; those tags are removed, and the site's own MathJax typesets the
    notebooks' math. Mermaid is added only to the pages that draw a diagram.
+4. **Notebook links that work in the site.** A notebook links to docs pages and other
+   notebooks by their paths in the repository (../docs/symbols.md); in the site those
+   become the pages' own addresses, and a notebook's table of contents the ids its
+   headings really have.
 """
 
 from __future__ import annotations
@@ -198,6 +202,28 @@ def on_page_context(context: dict, page: Page, config: MkDocsConfig, nav) -> dic
 
 
 _BUNDLE = re.compile(r'<script src="[^"]*assets/javascripts/bundle\.[^"]*"></script>')
+
+
+# A notebook links to what lies beside it in the repository: docs pages (../docs/x.md)
+# and other notebooks (y.ipynb). In the site those are x.html and y.html.
+_REPO_LINK = re.compile(r'href="((?:\.\./docs/)?)([\w./-]+?)\.(md|ipynb)(#[^"]*)?"')
+
+
+def _site_link(match: re.Match, page: Page, files: Files) -> str:
+    to_docs, path, suffix, anchor = match.groups()
+    if suffix == "md" and not to_docs:
+        return match.group(0)  # not a docs page: leave it for the strict link check to judge
+    src_uri = f"{path}.md" if to_docs else f"notebooks/{path}.ipynb"
+    target = files.get_file_from_path(src_uri)
+    if target is None:
+        raise PluginError(f"{page.file.src_uri} links to {match.group(0)[6:-1]}, not a page of the site")
+    return f'href="{target.url_relative_to(page.file)}{anchor or ""}"'
+
+
+def on_page_content(html: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    if page.file.src_uri.endswith(".ipynb"):
+        html = _REPO_LINK.sub(lambda m: _site_link(m, page, files), html)
+    return html
 
 
 def on_post_page(output: str, page: Page, config: MkDocsConfig) -> str:

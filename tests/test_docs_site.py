@@ -246,7 +246,7 @@ PUBLIC = {
                    "BatchNorm2d", "ReLU", "Sigmoid", "Flatten", "ChannelGate", "SpatialGate",
                    "BAM", "CBAM"],
     "minibam.manual": ["bam_forward", "bam_backward", "cbam_forward", "cbam_backward"],
-    "minibam.verify": ["bam", "cbam", "VARIANTS"],
+    "minibam.verify": ["bam", "cbam", "VARIANTS", "CBAM_VARIANTS", "Report"],
     "minibam.exercises": ["check"],
 }
 

@@ -77,7 +77,7 @@ def bam_forward(
     dilation_val: int = 4,
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, dict]:
-    """BAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for [`bam_backward`][minibam.manual.bam_backward].
+    """BAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for [`bam_backward`][minibam.manual.bam.bam_backward].
 
     ``params`` maps ``BAM.state_dict()`` names to arrays (``num_batches_tracked`` may be
     left out); the number D of dilated convolutions is read from its keys. Nothing in

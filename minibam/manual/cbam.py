@@ -48,7 +48,7 @@ def cbam_forward(x: np.ndarray, params: dict[str, np.ndarray],
                  pool_types: Sequence[str] = ("avg", "max"),
                  no_spatial: bool = False, training: bool = True,
                  eps: float = 1e-5) -> tuple[np.ndarray, dict]:
-    """CBAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for [`cbam_backward`][minibam.manual.cbam_backward].
+    """CBAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for [`cbam_backward`][minibam.manual.cbam.cbam_backward].
 
     Cache keys a reader may want: ``"M_c"`` (N, C), ``"M_s"`` (N, 1, H, W) (None with
     ``no_spatial``), and ``"running"``, the batch-norm buffers after the pass.
