@@ -299,8 +299,8 @@ class Conv2d(Function):
         return gx, gw, gb
 
 
-# When the flat layout beats im2col (measured: docs/performance.md, "Stride-1
-# convolutions without im2col"): few input channels, where im2col's copies cost more
+# When the flat layout beats im2col (measured in docs/performance.md, section
+# "Stride-1 convolutions without im2col"): few input channels, where im2col's copies cost more
 # than the small products, but not one to three, where each product sums over so few
 # terms that BLAS runs far below speed; and little waste, the Wp - oW discarded values
 # of each row.
