@@ -1,6 +1,6 @@
 """The one pattern every differentiable op follows.
 
-An op is a subclass of :class:`Function` with two static methods side by side::
+An op is a subclass of [`Function`][minibam.function.Function] with two static methods side by side:
 
     class Exp(Function):
         @staticmethod
@@ -16,7 +16,7 @@ An op is a subclass of :class:`Function` with two static methods side by side::
 
 ``Exp.apply(t)`` unwraps the tensors, runs ``forward`` on their arrays, wraps the
 result and, when gradients are being recorded, remembers ``(Exp, ctx, inputs)`` on
-the output so that :meth:`minibam.Tensor.backward` can call ``backward`` later.
+the output so that [`Tensor.backward`][minibam.tensor.Tensor.backward] can call ``backward`` later.
 
 Keyword arguments of ``apply`` are hyper-parameters (stride, axis, ...): they go to
 ``forward`` unchanged and are never differentiated.

@@ -70,7 +70,7 @@ def gradcheck(
     ``inputs`` are passed to ``fn`` positionally; Tensors among them are copied to
     float64 (the caller's tensors are not touched). An element passes when
     ``|analytic - numeric| <= atol + rtol * |numeric|``. Returns True, or raises
-    :class:`GradcheckError` naming the input, the worst element and both values.
+    [`GradcheckError`][minibam.gradcheck.GradcheckError] naming the input, the worst element and both values.
     ``fn`` must be deterministic: a module in training mode that updates running
     statistics should be given a function that restores them.
     """
@@ -88,7 +88,7 @@ def gradcheck(
     args = [_as_float64_input(v) for v in inputs]
     checked = [i for i, v in enumerate(args) if isinstance(v, Tensor) and v.requires_grad]
     if not checked:
-        raise ValueError("gradcheck: no input has requires_grad=True, nothing to check")
+        raise ValueError("gradcheck: no Tensor in inputs has requires_grad=True, nothing to check")
 
     with _config.no_grad():
         probe = fn(*args)

@@ -1,9 +1,10 @@
 """PyTorch as an independent oracle for the command line (``minibam check``, ``bench``).
 
-Only the CLI imports this file, and only after :func:`load` found torch installed:
-``import minibam`` never imports torch. :class:`TorchBAM` is BAM written directly with
-``torch.nn`` layers, under the same child names as :class:`minibam.nn.BAM`, so that a
-minibam ``state_dict()`` loads into it unchanged and both run on the same weights.
+Only the CLI imports this file, and only after `load` found torch installed:
+``import minibam`` never imports torch. `TorchBAM` is BAM written directly with
+``torch.nn`` layers, under the same child names as `minibam.nn.BAM`, so that a
+minibam ``state_dict()`` loads into it unchanged and both run on the same weights;
+`TorchCBAM` does the same for `minibam.nn.CBAM`.
 """
 
 from __future__ import annotations
@@ -140,3 +141,64 @@ def numpy_state(model: nn.Module, buffers_only: bool = False) -> dict[str, np.nd
     """``model``'s buffers (and parameters unless ``buffers_only``) as NumPy copies."""
     items = model.named_buffers() if buffers_only else model.state_dict().items()
     return {k: v.detach().cpu().numpy().copy() for k, v in items}
+
+
+class _CBAMChannelGate(nn.Module):
+    POOLS = {
+        "avg": lambda x: x.mean(dim=(2, 3)),
+        "max": lambda x: x.flatten(2).max(dim=2).values,
+        "lp": lambda x: x.pow(2).sum(dim=(2, 3)).sqrt(),
+        "lse": lambda x: x.flatten(2).logsumexp(dim=2),
+    }
+
+    def __init__(self, channels: int, hidden: int, pool_types: tuple[str, ...]) -> None:
+        super().__init__()
+        self.pool_types = pool_types
+        self.mlp = nn.Sequential(nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = sum(self.mlp(self.POOLS[kind](x)) for kind in self.pool_types)
+        return x * torch.sigmoid(logits)[:, :, None, None]
+
+
+class _CBAMSpatialGate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["conv"] = nn.Conv2d(2, 1, kernel_size=7, padding=3, bias=False)
+        layers["bn"] = nn.BatchNorm2d(1, momentum=0.01)
+        self.spatial = nn.Sequential(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.max(dim=1, keepdim=True).values, x.mean(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.spatial(pooled))
+
+
+class TorchCBAM(nn.Module):
+    """CBAM under the released code's child names: the channel gate, then the spatial gate."""
+
+    def __init__(self, gate_channels: int, reduction_ratio: int = 16,
+                 pool_types: tuple[str, ...] = ("avg", "max"), no_spatial: bool = False) -> None:
+        super().__init__()
+        self.ChannelGate = _CBAMChannelGate(gate_channels, gate_channels // reduction_ratio,
+                                            tuple(pool_types))
+        self.no_spatial = no_spatial
+        if not no_spatial:
+            self.SpatialGate = _CBAMSpatialGate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ChannelGate(x)
+        return x if self.no_spatial else self.SpatialGate(x)
+
+
+def cbam_like(cbam: Any, state: Mapping[str, np.ndarray] | None = None) -> TorchCBAM:
+    """A TorchCBAM with ``cbam``'s configuration, mode and dtype, holding ``state``
+    (default: ``cbam.state_dict()``)."""
+    state = cbam.state_dict() if state is None else state
+    model = TorchCBAM(cbam.gate_channels, cbam.reduction_ratio, cbam.pool_types, cbam.no_spatial)
+    dtype = torch.float32 if next(iter(cbam.parameters())).dtype == np.float32 else torch.float64
+    model.to(dtype)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    model.train(cbam.training)
+    return model

@@ -3,9 +3,13 @@
 # docstring mkdocstrings cannot render is an error. Also checks that every docs page and
 # section the code cites ("docs/derivations/conv.md, "Backward"") exists.
 #
-#   bash scripts/build_docs.sh                 # creates .venv with the docs extra, builds site/
-#   DOCS_PYTHON=/path/to/python bash scripts/build_docs.sh   # use an interpreter that has it
+#   bash scripts/build_docs.sh                 # creates .venv with the docs and notebooks extras, builds site/
+#   DOCS_PYTHON=/path/to/python bash scripts/build_docs.sh   # use an interpreter that has them
 #
+# Then open site/index.html in a browser: the site works from disk with no network.
+# The build executes every notebook (2 at a time) unless a fresh executed copy exists
+# (scripts/run_notebooks.py), and takes MathJax and Mermaid from the npm registry once, with
+# npm, into build/docs-vendor/ (scripts/mkdocs_hooks.py).
 # Extra arguments go to `mkdocs build` (e.g. --site-dir /tmp/site).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +19,7 @@ if [[ -n "${DOCS_PYTHON:-}" ]]; then
 else
     python3 -m venv .venv
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[docs]"
+    .venv/bin/python -m pip install --quiet -e ".[docs,notebooks]"
     py=.venv/bin/python
 fi
 
@@ -77,4 +81,6 @@ if stale:
     print("note: the docs name tests not found in the files they cite: " + ", ".join(stale))
 PY
 
+start=$SECONDS
 NO_MKDOCS_2_WARNING=1 "$py" -m mkdocs build --strict "$@"
+echo "docs: built in $((SECONDS - start)) s"

@@ -53,6 +53,26 @@ def test_large_maps_span_several_cache_blocks(combine):
 
 
 @pytest.mark.parametrize("combine", COMBINES)
+@pytest.mark.parametrize("block", [1, 7, 20])
+def test_every_sample_split_into_several_blocks(combine, block, monkeypatch):
+    """Whatever the production block size, shrink it so that each sample's channels span
+    several blocks: an accumulation across blocks (``dms[i, 0] += ...``) written as an
+    assignment then fails here (issue 13, item 12), as does any per-block slicing error."""
+    from minibam.ops import attention
+
+    monkeypatch.setattr(attention, "BLOCK_ELEMENTS", block)
+    n, c, h, w = 2, 5, 3, 2
+    blocks = list(attention._blocks(n, c, h * w))
+    assert len(blocks) >= 2 * n  # the loop really visits several blocks per sample
+    rng = np.random.default_rng(block)
+    case = [rng.standard_normal((n, c, h, w)), rng.standard_normal((n, c, 1, 1)),
+            rng.standard_normal((n, 1, h, w))]
+    fn = lambda x, mc, ms: F.bam_combine(x, mc, ms, combine)  # noqa: E731
+    assert_matches_torch(fn, torch_combine(combine), case, seed=block)
+    assert mb.gradcheck(fn, [mb.Tensor(a, requires_grad=True) for a in case], seed=block)
+
+
+@pytest.mark.parametrize("combine", COMBINES)
 @given(case=cases())
 def test_finite_differences(combine, case):
     x, mc, ms = (mb.Tensor(np.clip(a, -4, 4), requires_grad=True) for a in case)

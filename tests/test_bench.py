@@ -101,5 +101,5 @@ def test_benchmarks_scripts_are_thin_wrappers(monkeypatch, capsys):
         runpy.run_path(str(script), run_name="__main__")
     assert done.value.code == 0
     assert "(2,32,8,8)" in capsys.readouterr().out
-    for name in ("bench_conv", "bench_memory", "bench_step", "tables"):
+    for name in ("bench_cbam", "bench_conv", "bench_memory", "bench_step", "tables"):
         assert "main([\"bench\", \"--suite\"" in (ROOT / "benchmarks" / f"{name}.py").read_text()

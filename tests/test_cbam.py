@@ -261,7 +261,7 @@ def test_a_single_sample_trains_when_it_has_several_pixels():
         (lambda: nn.CBAM(8, 2, pool_types=()), ValueError, "non-empty"),
         (lambda: nn.CBAM(8, 2, pool_types=("avg", "mean")), ValueError, r"'mean'"),
         (lambda: nn.CBAM(8.0, 2), TypeError, "gate_channels must be an int"),
-        (lambda: nn.CBAM(8, 0), ValueError, "reduction_ratio must be >= 1"),
+        (lambda: nn.CBAM(8, 0), ValueError, "reduction_ratio must be a positive int"),
     ],
 )
 def test_construction_errors(make, error, pattern):
@@ -327,3 +327,42 @@ def test_bamnet_attention_errors_and_use_bam():
     with pytest.raises(ValueError, match="attention must be one of"):
         nn.BAMNet(attention="se")
     assert nn.BAMNet(widths=(4, 8), use_bam=False, attention="cbam").attention_modules() == []
+
+
+def test_minibam_check_has_cbam_rows_and_they_can_fail(monkeypatch):
+    """The rows pass in test_cli's full `minibam check` run; here a broken max-pool
+    backward must fail both its own row and the whole module's."""
+    from minibam.checks import all_cases, run_case
+    from minibam.ops import pool
+
+    cases = [c for c in all_cases() if c.op in ("CBAM", "global_max_pool2d", "channel_pool")]
+    assert [c.op for c in cases] == ["global_max_pool2d", "channel_pool", "CBAM", "CBAM"]
+    original = pool.GlobalMaxPool2d.backward
+    monkeypatch.setattr(pool.GlobalMaxPool2d, "backward",
+                        staticmethod(lambda ctx, g: (original(ctx, g)[0] * 0.5,)))
+    assert [run_case(c, seed=3).passed for c in cases[:3]] == [False, True, False]
+
+
+def test_manual_refuses_what_bam_manual_refuses():
+    params = random_params(4, 2, rng=0)
+    x = np.zeros((2, 4, 3, 3))
+    with pytest.raises(TypeError, match="cbam_forward: x must hold real numbers"):
+        manual.cbam_forward(x.astype(complex), params)
+    with pytest.raises(TypeError, match="cbam_forward: params must be a dict"):
+        manual.cbam_forward(x, list(params.items()))
+    with pytest.raises(ValueError, match="cbam_forward: eps must be positive"):
+        manual.cbam_forward(x, params, eps=0.0)
+    with pytest.raises(TypeError, match="cbam_backward: cache must be the dict"):
+        manual.cbam_backward(x, None)
+    with np.errstate(all="raise"):  # inf in, inf out, no warning
+        y, cache = manual.cbam_forward(np.full((2, 4, 3, 3), 1e308), params, training=False)
+        manual.cbam_backward(np.ones_like(y), cache)
+
+
+def test_bench_has_a_cbam_suite(capsys):
+    from minibam.cli import main
+
+    code = main(["bench", "--suite", "cbam", "--shapes", "2,16,5,7", "--dtype", "float64", "--repeat",
+                 "1", "--warmup", "1", "--processes", "1", "--no-torch"])
+    out = capsys.readouterr().out
+    assert code == 0 and "CBAM forward + backward" in out and "(2,16,5,7)" in out

@@ -49,6 +49,10 @@ def test_unread_rows_are_not_decided_by_the_remainder() -> None:
     assert (5 + 0 - 2 * (2 - 1) - 1) % 2 == 0
     reads = _reads_per_row(H=5, k=2, s=2, p=0, d=2)
     assert np.flatnonzero(reads == 0).tolist() == [1, 3]
+    # The other gaps the page names: stride 1 on a map barely wider than the kernel's
+    # extent, and a stride larger than the extent.
+    assert np.flatnonzero(_reads_per_row(H=5, k=2, s=1, p=0, d=3) == 0).tolist() == [2]
+    assert np.flatnonzero(_reads_per_row(H=7, k=2, s=3, p=0, d=1) == 0).tolist() == [2, 5, 6]
 
 
 def test_unread_rows_get_exactly_zero_gradient() -> None:

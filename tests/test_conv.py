@@ -11,6 +11,7 @@ from torch_ref import assert_matches_torch
 
 import minibam as mb
 from minibam import functional as F
+from minibam.ops import conv
 from minibam.ops.conv import col2im, im2col
 
 
@@ -24,16 +25,17 @@ def hyper(lo: int, hi: int) -> st.SearchStrategy:
 
 
 @st.composite
-def conv_cases(draw, pointwise: bool = False):
+def conv_cases(draw, pointwise: bool = False, stride_one: bool = False):
     """(N, C, O, H, W, kernel, params, seed), H != W allowed, with a non-empty output.
 
-    ``pointwise`` fixes kernel 1, stride 1 and padding 0 (conv2d's path without im2col).
+    ``pointwise`` fixes kernel 1, stride 1 and padding 0 (conv2d's path without im2col);
+    ``stride_one`` fixes stride 1 (the flat-layout path for every other kernel).
     """
     n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     h, w = draw(st.integers(1, 8)), draw(st.integers(1, 8))
     k = 1 if pointwise else draw(hyper(1, 3))
     params = {
-        "stride": 1 if pointwise else draw(hyper(1, 3)),
+        "stride": 1 if pointwise or stride_one else draw(hyper(1, 3)),
         "padding": 0 if pointwise else draw(hyper(0, 2)),
         "dilation": draw(hyper(1, 3)),
     }
@@ -59,6 +61,30 @@ def _torch():
 @given(case=conv_cases(), with_bias=st.booleans())
 def test_conv2d_matches_torch(case, with_bias):
     _assert_conv2d_matches_torch(case, with_bias)
+
+
+@given(case=conv_cases(stride_one=True), with_bias=st.booleans())
+def test_stride_one_conv2d_matches_torch(case, with_bias):
+    """Stride 1 with any kernel, padding and dilation, forced onto the flat padded layout
+    (which by default only large maps with few channels take)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv, "FLAT_MAX_WASTE", float("inf"))
+        patch.setattr(conv, "FLAT_MIN_CHANNELS", 1)
+        _assert_conv2d_matches_torch(case, with_bias)
+
+
+def test_which_convolutions_take_the_flat_path():
+    """The rule docs/performance.md states: stride 1, 4 to 16 input channels, at most
+    20 % of each flat row thrown away (BAM's dilated convs at 56 x 56 take it)."""
+    def flat(channels, size, **params):
+        g = conv.geometry("conv2d", size, size, 3, params.get("stride", 1), params.get("padding", 0),
+                          params.get("dilation", 1))
+        return conv._flat_pays(channels, size, g)
+
+    assert flat(16, 56, padding=4, dilation=4) and flat(4, 32, padding=1)
+    assert not flat(16, 14, padding=4, dilation=4)  # 8 of every 22 values wasted
+    assert not flat(32, 56, padding=4, dilation=4) and not flat(1, 56, padding=1)
+    assert not flat(16, 56, padding=1, stride=2)
 
 
 def _assert_conv2d_matches_torch(case, with_bias):
@@ -125,9 +151,14 @@ def test_skipped_input_grads(kernel, params, needs):
         ((1, 2, 6, 6), (2, 2, 3, 3), {"stride": 2, "padding": 2, "dilation": 2}, False),
         ((2, 3, 3, 4), (2, 3, 1, 1), {}, True),
         ((1, 1, 4, 3), (2, 1, 2, 2), {"padding": (0, 1)}, True),
+        ((2, 2, 6, 5), (2, 2, 3, 3), {"padding": (2, 1), "dilation": (2, 1)}, True),  # BAM's kind
     ],
 )
-def test_conv2d_gradcheck(x_shape, w_shape, params, with_bias):
+@pytest.mark.parametrize("flat", [False, True])
+def test_conv2d_gradcheck(monkeypatch, x_shape, w_shape, params, with_bias, flat):
+    """``flat``: stride-1 cases forced onto the flat layout (docs/performance.md)."""
+    monkeypatch.setattr(conv, "FLAT_MAX_WASTE", float("inf") if flat else -1.0)
+    monkeypatch.setattr(conv, "FLAT_MIN_CHANNELS", 1)
     rng = np.random.default_rng(3)
     inputs = [
         mb.Tensor(_normal(rng, x_shape), requires_grad=True),

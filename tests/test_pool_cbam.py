@@ -177,3 +177,50 @@ def test_errors_name_the_op_and_shape(name):
 def test_lp_norm_type_must_be_a_positive_number(p):
     with pytest.raises(ValueError, match="global_lp_pool2d: norm_type must be a positive number"):
         F.global_lp_pool2d(mb.Tensor(np.ones((1, 1, 2, 2))), p)
+
+
+# ---------------------------------------------------------------------------- the gate
+
+
+@st.composite
+def gate_cases(draw):
+    shape, seed = draw(maps())
+    n, c, h, w = shape
+    return shape, (n, c, 1, 1) if draw(st.booleans()) else (n, 1, h, w), seed
+
+
+@given(case=gate_cases())
+def test_gate_matches_torch_and_fd(case):
+    shape, g_shape, seed = case
+    rng = np.random.default_rng(seed)
+    x, g = rng.standard_normal(shape), rng.standard_normal(g_shape)
+    assert_matches_torch(F.gate, lambda a, b: a * b, [x, g], seed=seed)
+    xt, gt = mb.Tensor(x, requires_grad=True), mb.Tensor(g, requires_grad=True)
+    assert mb.gradcheck(F.gate, [xt, gt], atol=1e-7, rtol=1e-6, seed=seed % 1000)
+
+
+@pytest.mark.parametrize("g_shape", [(2, 3, 1, 1), (2, 1, 5, 4)])
+def test_gate_float32_and_empty_batch(g_shape):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    g = rng.standard_normal(g_shape).astype(np.float32)
+    xt, gt = mb.Tensor(x, requires_grad=True), mb.Tensor(g, requires_grad=True)
+    y = F.gate(xt, gt)
+    y.backward(np.ones(y.shape, np.float32))
+    assert y.dtype == xt.grad.dtype == gt.grad.dtype == np.float32
+    np.testing.assert_allclose(gt.grad, (x * np.ones_like(x)).sum(
+        axis=(2, 3) if g_shape[1] == 3 else 1, keepdims=True), rtol=1e-5)
+    empty = mb.Tensor(np.zeros((0, 3, 5, 4)), requires_grad=True)
+    g0 = mb.Tensor(np.zeros((0, *g_shape[1:])), requires_grad=True)
+    F.gate(empty, g0).backward(np.zeros((0, 3, 5, 4)))
+    assert g0.grad.shape == (0, *g_shape[1:])
+
+
+def test_gate_errors():
+    x = mb.Tensor(np.zeros((2, 3, 5, 4)))
+    with pytest.raises(TypeError, match="gate: g must be a minibam Tensor"):
+        F.gate(x, np.zeros((2, 3, 1, 1)))
+    with pytest.raises(ValueError, match=r"gate: x must be \(N, C, H, W\)"):
+        F.gate(mb.Tensor(np.zeros((2, 3, 5))), mb.Tensor(np.zeros((2, 3, 1))))
+    with pytest.raises(ValueError, match=r"channel gate \(2, 3, 1, 1\) or a spatial gate \(2, 1, 5, 4\), got \(2, 3, 5, 1\)"):
+        F.gate(x, mb.Tensor(np.zeros((2, 3, 5, 1))))

@@ -225,7 +225,7 @@ X4 = np.ones((2, 3, 4, 4))
          "BAM: dilation_conv_num must be an int"),
         (lambda: nn.BAMNet(widths=3), TypeError, "BAMNet: widths"),
         (lambda: F.conv2d(mb.Tensor(X4), mb.Tensor(np.ones((1, 3, 3, 3))), padding=10**12),
-         ValueError, "conv2d: the padded input of shape .* more than this machine's"),
+         ValueError, "conv2d: the padded input of shape .*padding.* more than the .* GiB of memory available"),
         (lambda: F.im2col(X4, 3, padding=10**9), ValueError, "im2col: the padded input"),
         (lambda: F.sum(mb.Tensor(X4), keepdims="yes"), TypeError, "sum: keepdims must be a bool"),
         (lambda: nn.BAM(16, variant=np.array([1, 2])), ValueError, "BAM: variant must be one of"),
@@ -318,3 +318,30 @@ def test_float32_batch_norm_with_a_real_inf_still_gives_inf_or_nan():
     bn = nn.BatchNorm1d(2).float()
     y = bn(mb.Tensor(x))
     assert not np.isfinite(y.data[:, 0]).any() and np.isfinite(y.data[:, 1]).all()
+
+
+# ------------------------------------------------- 4. the CLI refuses absurd sizes
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["reference", "--channels", "16", "--shape", "100000,1000,1000"], "--channels/--shape"),
+        (["reference", "--channels", "1000000000", "--shape", "2,4,4"], "--channels/--shape"),
+        (["reference", "--channels", "16", "--shape", "2,4,4", "--dilation-conv-num", str(10**12)],
+         "--channels/--shape"),
+        (["bench", "--shapes", "4,16,100000,100000", "--no-torch"], "--shapes"),
+        (["bench", "--shapes", "2,4,4,4", "4,64,1000000,100000", "--no-torch"], "--shapes"),
+    ],
+)
+def test_cli_refuses_sizes_that_cannot_fit_before_allocating(tmp_path, capsys, argv, option):
+    from minibam.cli import main
+
+    out = tmp_path / "case.npz"
+    if argv[0] == "reference":
+        argv = [*argv, "--out", str(out)]
+    code = main(argv)
+    stdout, stderr = capsys.readouterr()
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and f"error: {option}: BAM on" in stderr
+    assert "GiB of memory" in stderr and not out.exists()

@@ -132,3 +132,94 @@ def run_reference(params: dict[str, np.ndarray], x: np.ndarray, dy: np.ndarray,
         "grads": {name: p.grad.numpy() for name, p in module.named_parameters()},
         "running": {name: b.numpy() for name, b in module.named_buffers()},
     }
+
+
+# ----------------------------------------------------------------------------------------
+# Ports with the mistakes seen in the wild, for verify.cbam to name (each a TorchCBAM with
+# one thing changed; written here, from the descriptions of those mistakes).
+# ----------------------------------------------------------------------------------------
+
+
+class NoSigmoidChannelGate(ChannelGate):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = sum(self.mlp(plane_pool(x, kind)) for kind in self.pool_types)
+        return x * logits[:, :, None, None]
+
+
+class AvgTwiceChannelGate(ChannelGate):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = self.mlp(plane_pool(x, "avg"))
+        x2 = self.mlp(plane_pool(x, "max"))  # noqa: F841  (computed, then the copy-paste drops it)
+        return x * torch.sigmoid(x1 + x1)[:, :, None, None]
+
+
+class UnsharedChannelGate(nn.Module):
+    def __init__(self, channels: int, reduction_ratio: int, pool_types: tuple[str, ...]) -> None:
+        super().__init__()
+        hidden = channels // reduction_ratio
+        self.pool_types = tuple(pool_types)
+        self.mlps = nn.ModuleDict({kind: nn.Sequential(nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(),
+                                                       nn.Linear(hidden, channels)) for kind in pool_types})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = sum(self.mlps[kind](plane_pool(x, kind)) for kind in self.pool_types)
+        return x * torch.sigmoid(logits)[:, :, None, None]
+
+
+class FixedWindowChannelGate(ChannelGate):
+    """Pools with windows fixed at construction (nn.AvgPool2d / nn.MaxPool2d of the size
+    the port was written for): the flattened result has C entries only at that size."""
+
+    def __init__(self, channels: int, reduction_ratio: int, pool_types: tuple[str, ...], size: int = 8) -> None:
+        super().__init__(channels, reduction_ratio, pool_types)
+        self.avg_pool, self.max_pool = nn.AvgPool2d(size), nn.MaxPool2d(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.mlp(self.avg_pool(x)) + self.mlp(self.max_pool(x))
+        return x * torch.sigmoid(logits)[:, :, None, None]
+
+
+class NoSigmoidSpatialGate(SpatialGate):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.stack([x.max(dim=1).values, x.mean(dim=1)], dim=1)
+        return x * self.spatial(pooled)
+
+
+def cbam_with_bug(bug: str, channels: int = 16, reduction_ratio: int = 4) -> TorchCBAM:
+    """A TorchCBAM with one port mistake: "missing-sigmoid", "missing-spatial-sigmoid",
+    "avg-twice", "unshared-mlp", "non-adaptive-pool", "no-relu", "momentum-0.1"."""
+    model = TorchCBAM(channels, reduction_ratio)
+    pools = ("avg", "max")
+    gates = {"missing-sigmoid": NoSigmoidChannelGate, "avg-twice": AvgTwiceChannelGate,
+             "unshared-mlp": UnsharedChannelGate, "non-adaptive-pool": FixedWindowChannelGate}
+    if bug in gates:
+        model.ChannelGate = gates[bug](channels, reduction_ratio, pools)
+    elif bug == "missing-spatial-sigmoid":
+        model.SpatialGate = NoSigmoidSpatialGate()
+    elif bug == "no-relu":
+        model.ChannelGate.mlp[2] = nn.Identity()
+    elif bug == "momentum-0.1":
+        model.SpatialGate.spatial.bn.momentum = 0.1
+    else:
+        raise ValueError(f"unknown bug {bug!r}")
+    return model
+
+
+class RenamedCBAM(nn.Module):
+    """The released function under other names, as a port might write it."""
+
+    def __init__(self, channels: int, reduction_ratio: int = 16) -> None:
+        super().__init__()
+        hidden = channels // reduction_ratio
+        self.fc1, self.fc2 = nn.Linear(channels, hidden), nn.Linear(hidden, channels)
+        self.conv = nn.Conv2d(2, 1, 7, padding=3, bias=False)
+        self.norm = nn.BatchNorm2d(1, momentum=0.01)
+        self.pool_types = ("avg", "max")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def mlp(p: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(p)))
+
+        x = x * torch.sigmoid(mlp(x.mean(dim=(2, 3))) + mlp(x.amax(dim=(2, 3))))[:, :, None, None]
+        pooled = torch.cat([x.max(dim=1, keepdim=True).values, x.mean(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.norm(self.conv(pooled)))

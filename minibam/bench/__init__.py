@@ -1,11 +1,12 @@
 """Benchmarks of minibam against PyTorch (or against another minibam tree), measured fairly.
 
 Used by ``minibam bench`` and the scripts in ``benchmarks/``, so that they cannot drift
-apart. :mod:`minibam.bench.harness` runs each library in its own process, alternating
-the sides; :mod:`minibam.bench.workloads` is what one such process times. The suites:
+apart. `minibam.bench.harness` runs each library in its own process, alternating
+the sides; `minibam.bench.workloads` is what one such process times. The suites:
 
 - ``bam``: BAM forward + backward in training mode where the paper places it in
   ResNet-50, and a CIFAR-sized placement;
+- ``cbam``: CBAM forward + backward in training mode at the same shapes;
 - ``conv``: conv2d forward + backward for the convolutions of BAM's spatial gate;
 - ``step``: one training step (forward, loss, backward, Adam) of ``nn.BAMNet``;
 - ``memory``: peak extra resident memory of one BAM forward + backward.
@@ -32,7 +33,7 @@ CONV_CASES = {"3x3 dilation 4, 16->16": (4, 16, 56, 56, 16, 3, 4),
 # nn.BAMNet's default network (widths 16, 32, 64; r = 4) on a batch of 32 one-channel
 # 32 x 32 images.
 STEP_SHAPES = [(32, 1, 32, 32)]
-SUITES = ("bam", "conv", "step", "memory")
+SUITES = ("bam", "cbam", "conv", "step", "memory")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Why not time both libraries in one process? Each brings a thread pool (NumPy's O
 PyTorch's OpenMP), and in one process those pools compete for the same cores: measured
 at (4, 256, 56, 56) float32, PyTorch took 112 ms beside NumPy's threads and 24-38 ms
 alone. So every measurement here is a fresh process running one library
-(:mod:`minibam.bench.workloads`), and the two sides take turns:
+(`minibam.bench.workloads`), and the two sides take turns:
 
     round 0: A B    round 1: B A    round 2: A B    ...
 

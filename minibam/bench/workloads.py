@@ -1,6 +1,6 @@
 """What a benchmark process times: one library, one workload, one shape, one dtype.
 
-Run as ``python -m minibam.bench.workloads '<spec as JSON>'`` by :mod:`minibam.bench.harness`,
+Run as ``python -m minibam.bench.workloads '<spec as JSON>'`` by `minibam.bench.harness`,
 which starts one such process per measurement so that the two libraries never share a
 process (two thread pools in one process slow each other down: see docs/performance.md,
 "How it is measured"). The process prints one JSON line:
@@ -10,6 +10,7 @@ process (two thread pools in one process slow each other down: see docs/performa
 Workloads:
 
 - ``bam``: BAM forward + backward in training mode on an (N, C, H, W) input;
+- ``cbam``: the same for CBAM (pools "avg" and "max", the released default);
 - ``conv``: ``conv2d`` forward + backward (dx, dW, db); ``shape`` is (N, C, H, W, O, k, dilation),
   padding = dilation (BAM's spatial gate);
 - ``step``: one training step of ``nn.BAMNet`` (forward, cross-entropy, backward, Adam);
@@ -65,6 +66,40 @@ def _bam_step(spec: dict[str, Any], torch: Any) -> Step:
     from minibam.torch_oracle import bam_like
 
     model = bam_like(bam)
+    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+
+    def torch_step() -> dict[str, np.ndarray]:
+        model.zero_grad()
+        xt = tx.clone().requires_grad_(True)
+        y = model(xt)
+        y.backward(tdy)
+        return {"y": y.detach().numpy(), "dx": xt.grad.numpy()}
+
+    return torch_step
+
+
+def _cbam_step(spec: dict[str, Any], torch: Any) -> Step:
+    from minibam.checks.cbam import random_cbam
+    from minibam.tensor import Tensor
+
+    dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
+    cbam = random_cbam(shape[1], min(spec.get("reduction", 16), shape[1]), seed=spec.get("seed", 0),
+                       dtype=dtype)
+    rng = np.random.default_rng([spec.get("seed", 0), 3])
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    if torch is None:
+        def step() -> dict[str, np.ndarray]:
+            cbam.zero_grad()
+            xt = Tensor(x, requires_grad=True)
+            y = cbam(xt)
+            y.backward(dy)
+            return {"y": y.data, "dx": xt.grad}
+
+        return step
+    from minibam.torch_oracle import cbam_like
+
+    model = cbam_like(cbam)
     tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
 
     def torch_step() -> dict[str, np.ndarray]:
@@ -148,7 +183,7 @@ def _training_step(spec: dict[str, Any], torch: Any) -> Step:
     return torch_step
 
 
-WORKLOADS = {"bam": _bam_step, "conv": _conv_step, "step": _training_step, "memory": _bam_step}
+WORKLOADS = {"bam": _bam_step, "cbam": _cbam_step, "conv": _conv_step, "step": _training_step, "memory": _bam_step}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:

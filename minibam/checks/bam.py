@@ -1,6 +1,6 @@
 """BAM with random weights, and BAM as a ``minibam check`` case.
 
-:func:`random_bam` is what ``reference``, ``bench`` and ``check`` all start from:
+`random_bam` is what ``reference``, ``bench`` and ``check`` all start from:
 Linear and Conv2d take PyTorch's default initialisation from a seed, and every
 BatchNorm gets random affine parameters and running statistics, so that a reference
 case also exercises the parts that the default (gamma = 1, beta = 0, mean = 0, var = 1)

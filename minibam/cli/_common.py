@@ -68,6 +68,33 @@ def shape_type(layout: str) -> Any:
     return parse
 
 
+# Full-size (N, C, H, W) arrays alive at once in a BAM forward + backward with its
+# reference copies (x, dy, y, dx, the attention map and its temporaries), a generous
+# count: the check is meant to stop requests that are absurd, not ones that are tight.
+_BAM_FULL_SIZE_ARRAYS = 12
+
+
+def check_bam_fits(shape: Sequence[int], channels: int, reduction: int, dilated: int,
+                   itemsize: int, option: str) -> None:
+    """``UsageError`` (one line, exit 2) when a BAM pass on (N, C, H, W) = ``shape`` could
+    not fit in this machine's memory; called before anything is allocated."""
+    from minibam.ops._checks import memory_limit
+
+    n, c, h, w = shape
+    hidden = max(channels // max(reduction, 1), 1)
+    elements = (
+        _BAM_FULL_SIZE_ARRAYS * n * c * h * w  # feature maps
+        + (4 + 9 * dilated) * n * hidden * h * w  # spatial branch, with 3x3 im2col columns
+        + 2 * channels * hidden + 9 * dilated * hidden * hidden  # the weights
+    )
+    needed, limit = elements * itemsize, memory_limit()
+    if needed > limit:
+        raise UsageError(
+            f"{option}: BAM on {shape_str(shape)} with C/r = {hidden} would need about "
+            f"{needed / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB of memory available"
+        )
+
+
 def optional_torch() -> Any:
     """The torch module when it is installed and imports, else None."""
     try:

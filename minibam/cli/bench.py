@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minibam.cli._common import DTYPES, UsageError, int_at_least, say, shape_type
+from minibam.cli._common import DTYPES, UsageError, check_bam_fits, int_at_least, say, shape_type
 from minibam.nn.bam import VARIANTS
 
 WIDTHS = [22, 8, 16, 16, 9, 11, 12]
 TITLES = {
     "bam": "BAM forward + backward, training mode",
+    "cbam": "CBAM forward + backward, training mode (pools avg and max)",
     "conv": "conv2d forward + backward (dx, dW, db), padding = dilation",
     "step": "one training step of nn.BAMNet (forward, cross-entropy, backward, Adam)",
     "memory": "peak extra resident memory of one BAM forward + backward, training mode (MiB)",
@@ -81,6 +82,18 @@ def _summary(results: list, markdown: bool) -> None:
         say(f"| {label.replace(',', ', ')} | " + " | ".join(row.get(d, "-") for d in dtypes) + " |")
 
 
+def _load_line(when: str) -> str:
+    """The machine's 1-minute load average, against its core count: above the core
+    count other work was waiting for a core, and every time here is inflated."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this system
+        return f"load average {when}: unknown"
+    cores = os.cpu_count() or 1
+    busy = " (busy: more work than cores, times are inflated)" if load > cores else ""
+    return f"load average {when}: {load:.1f} on {cores} cores{busy}"
+
+
 def run(args: argparse.Namespace) -> int:
     from minibam import bench
 
@@ -88,12 +101,13 @@ def run(args: argparse.Namespace) -> int:
     dtypes = DTYPES if args.dtype == "both" else (args.dtype,)
     shapes = args.shapes or (bench.QUICK_SHAPES if args.quick else None)
     for shape in shapes or ():
-        if "bam" in suites or "memory" in suites:
+        if "bam" in suites or "memory" in suites:  # (CBAM floors C / r, as its released code)
             if shape[1] % min(args.reduction, shape[1]):
                 raise UsageError(f"shape {shape}: C={shape[1]} is not divisible by the reduction "
                                  f"ratio {args.reduction} (--reduction)")
         if shape[0] < 2:
             raise UsageError(f"shape {shape}: training mode needs a batch of at least 2")
+        check_bam_fits(shape, shape[1], min(args.reduction, shape[1]), 2, 8, "--shapes")
     if args.against:
         other = Path(args.against).resolve()
         if not (other / "minibam" / "__init__.py").is_file():
@@ -114,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         f"median {args.clock} time of {repeat} timed calls after {args.warmup} warm-up calls")
     say("time = median over processes, ±(max-min)/median; ratio = "
         + (f"{sides[0].label} / {sides[1].label} per round, median and range" if len(sides) > 1 else "-"))
+    say(_load_line("at the start"))
     progress = (lambda text: print(f"  ... {text}", file=sys.stderr, flush=True)) if args.verbose else None
     results = []
     for suite in suites:
@@ -121,13 +136,14 @@ def run(args: argparse.Namespace) -> int:
         first = "case" if suite == "conv" else ("shape (N,1,H,W)" if suite == "step" else "shape (N,C,H,W)")
         say(f"\n{TITLES[suite]}:\n")
         say(_header(sides, memory, args.markdown, first))
-        for case in bench.cases(suite, dtypes, shapes if suite in ("bam", "memory") else None):
+        for case in bench.cases(suite, dtypes, shapes if suite in ("bam", "cbam", "memory") else None):
             m = bench.measure(case.workload, case.shape, case.dtype, sides,
                               processes=1 if memory else processes, repeat=repeat, warmup=args.warmup,
                               threads=threads, clock=args.clock, progress=progress, seed=args.seed, variant=args.variant,
                               reduction=args.reduction)
             results.append((case, m))
             say(_row(m, case.label, memory, args.markdown))
+    say("\n" + _load_line("at the end"))
     untrusted = [case for case, m in results if not m.trusted]
     if args.markdown:
         _summary(results, args.markdown)
@@ -146,11 +162,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "time is the median over processes with its spread. `--suite all --markdown` "
                     "prints every table of README.md and docs/performance.md.",
     )
-    parser.add_argument("--suite", choices=(*("bam", "conv", "step", "memory"), "all"), default="bam",
-                        help="bam: BAM forward+backward (default); conv: its convolutions; step: a "
-                             "BAMNet training step; memory: peak memory; all: every table")
+    parser.add_argument("--suite", choices=(*("bam", "cbam", "conv", "step", "memory"), "all"), default="bam",
+                        help="bam: BAM forward+backward (default); cbam: CBAM's; conv: BAM's "
+                             "convolutions; step: a BAMNet training step; memory: peak memory; all: "
+                             "every table")
     parser.add_argument("--shapes", type=shape_type("NCHW"), nargs="+", metavar="N,C,H,W",
-                        help="for bam and memory (default: 8,64,32,32 4,256,56,56 8,512,28,28 "
+                        help="for bam, cbam and memory (default: 8,64,32,32 4,256,56,56 8,512,28,28 "
                              "16,1024,14,14), and step (default: 32,1,32,32)")
     parser.add_argument("--dtype", choices=(*DTYPES, "both"), default="both", help="default: both")
     parser.add_argument("--repeat", type=int_at_least(1), help="timed calls per process (default 7; 2 with --quick)")
@@ -160,7 +177,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes, one process a side: a smoke test")
     parser.add_argument("--variant", choices=VARIANTS, default="paper", help="default: paper")
     parser.add_argument("--reduction", type=int_at_least(1), default=16, metavar="R",
-                        help="BAM's reduction_ratio (default 16; C/R at least 1)")
+                        help="BAM's and CBAM's reduction_ratio (default 16; C/R at least 1)")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="default 0")
     parser.add_argument("--threads", type=int_at_least(1), metavar="T",
                         help="threads for each side (default: NumPy BLAS's own count)")

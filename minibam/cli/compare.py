@@ -1,4 +1,4 @@
-"""minibam compare: run minibam's BAM on a reference case and report the differences, summary first."""
+"""minibam compare: run minibam's BAM (or CBAM) on a reference case and report the differences, summary first."""
 
 from __future__ import annotations
 
@@ -10,20 +10,26 @@ from minibam.cli._common import int_at_least, non_negative_float, say, shape_str
 
 def run(args: argparse.Namespace) -> int:
     from minibam.checks.compare import NOISE_FACTOR, default_tolerance, worst
+    from minibam.checks.hints import hints
     from minibam.checks.reference import (
         ReferenceFileError,
         compare_reference,
-        hints,
         infer_config,
         load_arrays,
         overrides,
     )
+    from minibam.checks.reference_cbam import cbam_hints, infer_cbam_config, is_cbam_case
     from minibam.cli._common import UsageError
 
     training = True if args.train else False if args.eval else None
+    pools = tuple(args.pool_types.split(",")) if args.pool_types else None
     try:
         arrays = load_arrays(args.file)
-        config, notes = infer_config(arrays, args.dilation, training)
+        cbam = is_cbam_case(arrays)
+        if cbam:
+            config, notes = infer_cbam_config(arrays, training, pools)
+        else:
+            config, notes = infer_config(arrays, args.dilation, training)
         rows = compare_reference(arrays, config, args.rtol, args.atol)
     except ReferenceFileError as error:
         raise UsageError(f"{args.file}: {error}") from None
@@ -31,8 +37,13 @@ def run(args: argparse.Namespace) -> int:
     rtol = rtol if args.rtol is None else args.rtol
     atol = atol if args.atol is None else args.atol
     failed = [r for r in rows if not r.passed]
-    changed = overrides(arrays, args.dilation, training)
-    likely = hints(arrays, config, notes, rows, args.dilation is not None, training is not None)
+    changed = overrides(arrays, None if cbam else args.dilation, training)
+    stored_pools = arrays.get("meta.pool_types")
+    if cbam and pools is not None and stored_pools is not None and pools != tuple(str(stored_pools).split(",")):
+        changed.append(f"--pool-types {','.join(pools)} overrides the file's meta.pool_types = {stored_pools}")
+    likely = (cbam_hints(config, notes, rows, pools is not None) if cbam else
+              hints(arrays, config, notes, rows, args.rtol, args.atol, args.dilation is not None,
+                     training is not None))
     missing = [f"grad.{k}" for k, _ in config.build().named_parameters() if f"grad.{k}" not in arrays]
     if args.json:
         print(json.dumps({
@@ -52,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         if failed or not note.startswith(("dilation_val not stored", "training not stored", "mode not stored")):
             say(f"  note: {note}")
-    for r in sorted(failed, key=lambda r: -r.max_rel)[:3] or [worst(rows)]:
+    failed = sorted(failed, key=lambda r: -r.max_rel)
+    for r in failed[:3] or [worst(rows)]:
         say(f"  {'worst' if not failed else 'differs'}: {r.name} {shape_str(r.shape)}, max rel {r.max_rel:.1e}, "
             f"{r.mismatched} of {r.size} elements beyond tolerance (at {list(r.worst_index)}: "
             f"file {r.actual:.6g}, minibam {r.expected:.6g})")
@@ -82,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "compare", help="run minibam's BAM on a reference .npz and report differences",
-        description="Rebuild minibam's BAM from a reference case (written by 'minibam "
+        "compare", help="run minibam's BAM (or CBAM) on a reference .npz and report differences",
+        description="Rebuild minibam's BAM (or CBAM: told by its parameter names) from a reference case (written by 'minibam "
                     "reference' or by any code in the same format, e.g. a PyTorch BAM), run "
                     "forward and backward with its x and dy, and compare y, dx, every "
                     "grad.<name> and after.<buffer> with the file. Prints the verdict and the "
@@ -96,6 +108,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--dilation", type=int_at_least(1), metavar="D",
                         help="dilation_val, when the file has no meta.dilation_val (else 4)")
     mode = parser.add_mutually_exclusive_group()
+    parser.add_argument("--pool-types", metavar="P,P",
+                        help="a CBAM case's pools, when the file has no meta.pool_types (else avg,max)")
     mode.add_argument("--train", action="store_true", help="the file was made in training mode")
     mode.add_argument("--eval", action="store_true", help="the file was made in evaluation mode")
     parser.add_argument("--json", action="store_true",

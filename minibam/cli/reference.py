@@ -1,4 +1,4 @@
-"""minibam reference: write a self-contained .npz case for checking another BAM."""
+"""minibam reference: write a self-contained .npz case for checking another BAM (or CBAM)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,42 @@ import argparse
 
 import numpy as np
 
-from minibam.cli._common import DTYPES, UsageError, int_at_least, say, shape_str, shape_type
+from minibam.cli._common import (
+    DTYPES,
+    UsageError,
+    check_bam_fits,
+    int_at_least,
+    say,
+    shape_str,
+    shape_type,
+)
 from minibam.nn.bam import VARIANTS
 
 
 def run(args: argparse.Namespace) -> int:
     from minibam.checks.reference import BamConfig, make_reference, save_arrays
+    from minibam.checks.reference_cbam import CbamConfig, make_cbam_reference
 
     n, h, w = args.shape
-    config = BamConfig(args.channels, args.reduction, args.dilation_conv_num, args.dilation,
-                       args.variant, training=not args.eval, dtype=np.dtype(args.dtype))
+    cbam = args.module == "cbam"
+    # CBAM's layers are a subset of a BAM's without dilated convolutions: the same bound holds
+    check_bam_fits((n, args.channels, h, w), args.channels, args.reduction, 0 if cbam else args.dilation_conv_num,
+                   np.dtype(args.dtype).itemsize, "--channels/--shape")
+    if cbam:
+        pools = tuple(args.pool_types.split(","))
+        config = CbamConfig(args.channels, args.reduction, pools, args.no_spatial, training=not args.eval,
+                            dtype=np.dtype(args.dtype))
+    else:
+        config = BamConfig(args.channels, args.reduction, args.dilation_conv_num, args.dilation,
+                           args.variant, training=not args.eval, dtype=np.dtype(args.dtype))
     try:
         config.build()
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-    if config.training and n < 2:
-        raise UsageError(f"--shape {args.shape[0]},{h},{w}: training mode needs a batch of at least 2 "
-                         f"(batch statistics); use N >= 2 or --eval")
-    arrays = make_reference(config, n, h, w, args.seed)
+    if config.training and (n < 2 if not cbam else n * h * w < 2 and not args.no_spatial):
+        raise UsageError(f"--shape {args.shape[0]},{h},{w}: training mode needs more than one value per "
+                         f"batch-norm channel (a batch of at least 2); use a larger shape or --eval")
+    arrays = make_cbam_reference(config, n, h, w, args.seed) if cbam else make_reference(config, n, h, w, args.seed)
     try:
         save_arrays(args.out, arrays)
     except OSError as error:
@@ -37,15 +55,19 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "reference", help="write a .npz reference case for checking another BAM",
-        description="Build a BAM with seeded random weights and BatchNorm state, run one "
+        "reference", help="write a .npz reference case for checking another BAM (or CBAM)",
+        description="Build a BAM (or with --module cbam a CBAM) with seeded random weights and BatchNorm state, run one "
                     "forward and backward pass, and write x, dy, y, dx, param.<name> (before "
                     "the pass), grad.<name>, after.<buffer> and meta.<field> to one .npz.",
     )
     parser.add_argument("--channels", type=int_at_least(1), required=True, metavar="C", help="gate_channel C")
     parser.add_argument("--shape", type=shape_type("NHW"), required=True, metavar="N,H,W",
                      help="batch size and spatial size, e.g. 4,8,8")
-    parser.add_argument("--variant", choices=VARIANTS, default="paper", help="default: paper")
+    parser.add_argument("--module", choices=("bam", "cbam"), default="bam", help="default: bam")
+    parser.add_argument("--variant", choices=VARIANTS, default="paper", help="BAM's variant (default: paper)")
+    parser.add_argument("--pool-types", default="avg,max", metavar="P,P",
+                        help="CBAM's pools, from avg, max, lp, lse (default: avg,max)")
+    parser.add_argument("--no-spatial", action="store_true", help="CBAM without its spatial gate")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="default 0")
     parser.add_argument("--eval", action="store_true", help="evaluation mode (default: training)")
     parser.add_argument("--dtype", choices=DTYPES, default="float64", help="default: float64")

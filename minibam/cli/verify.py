@@ -1,4 +1,4 @@
-"""minibam verify: check a BAM written in PyTorch, from a Python file, against minibam's variants."""
+"""minibam verify: check a BAM (or CBAM) written in PyTorch, from a Python file, against minibam's variants."""
 
 from __future__ import annotations
 
@@ -83,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--shape must have C={args.channels} channels (--channels), got {shapes}")
     training = {"both": (True, False), "train": (True,), "eval": (False,)}[args.mode]
     try:
-        report = verify.bam(module, variant=args.variant, shapes=shapes, training=training,
-                            dtype=args.dtype, dilation_val=args.dilation, key_map=args.key_map,
-                            seed=args.seed)
+        if args.module == "cbam":
+            report = verify.cbam(module, variant=args.variant, shapes=shapes, training=training,
+                                 dtype=args.dtype, key_map=args.key_map, seed=args.seed)
+        else:
+            report = verify.bam(module, variant=args.variant, shapes=shapes, training=training,
+                                dtype=args.dtype, dilation_val=args.dilation, key_map=args.key_map,
+                                seed=args.seed)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     if args.json:
@@ -97,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     from minibam.verify.bam_variants import VARIANTS
+    from minibam.verify.cbam import VARIANTS as CBAM_VARIANTS
 
     parser = commands.add_parser(
         "verify", help="check your own PyTorch BAM: which variant it is, and where it goes wrong",
@@ -110,8 +115,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--channels", type=int_at_least(1), metavar="C", help="build NAME(C)")
     parser.add_argument("--kwarg", type=_keyword, action="append", metavar="KEY=VALUE",
                         help="also pass KEY=VALUE to NAME (a Python literal; repeatable)")
-    parser.add_argument("--variant", choices=("auto", *VARIANTS), default="auto",
-                        help="check only this variant (default: try all)")
+    parser.add_argument("--module", choices=("bam", "cbam"), default="bam",
+                        help="what the module is: BAM (default) or CBAM")
+    parser.add_argument("--variant", default="auto", metavar="NAME",
+                        help=f"check only this variant (default: try all); BAM: {', '.join(VARIANTS)}; "
+                             f"CBAM: {', '.join(CBAM_VARIANTS)}")
     parser.add_argument("--shape", type=shape_type("NCHW"), action="append", metavar="N,C,H,W",
                         help="an input shape (repeatable; default: a square and a non-square map)")
     parser.add_argument("--mode", choices=("both", "train", "eval"), default="both", help="default: both")

@@ -1,12 +1,12 @@
 """Every exercise, in teaching order: each builds on the ones before it.
 
-Adding an exercise is one module that builds an :class:`~minibam.exercises.core.Exercise`
+Adding an exercise is one module that builds an [`Exercise`][minibam.exercises.Exercise]
 and one line here.
 """
 
 from __future__ import annotations
 
-from minibam.exercises import bam, batchnorm, broadcasting, conv, matmul, reductions, sigmoid
+from minibam.exercises import bam, batchnorm, broadcasting, cbam, conv, matmul, reductions, sigmoid
 from minibam.exercises.core import Exercise
 
 EXERCISES: tuple[Exercise, ...] = (
@@ -23,4 +23,6 @@ EXERCISES: tuple[Exercise, ...] = (
     reductions.GAP,
     bam.COMBINE,
     bam.WHOLE,
+    cbam.MAX_POOL,
+    cbam.CHANNEL_GATE,
 )

@@ -5,11 +5,11 @@ For every case the student's function gets fresh copies of the arguments, in flo
 with NumPy's floating-point warnings turned into errors (an overflow is a bug the
 student should see, not a warning scrolled past). Its answer is compared with minibam's
 (``Exercise.reference``) and with central finite differences (``Exercise.numeric``),
-using minibam's one comparison rule (:func:`minibam.checks.compare.compare`). The report
+using minibam's one comparison rule (`minibam.checks.compare.compare`). The report
 leads with the verdict and the first failing case: the case's parameters, the array,
 the worst element with the student's and the expected value; a wrong shape, dtype or
 number of results is said as such; an exception is shown with its traceback trimmed to
-the student's own lines, and never raised. Then :mod:`~minibam.exercises.diagnosis`
+the student's own lines, and never raised. Then `minibam.exercises.diagnosis`
 names the mistake, if the answer is one of the exercise's catalogued ones.
 """
 
@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from minibam.exercises._compare import compare, largest
+from minibam.checks.compare import compare, largest
 from minibam.exercises.core import Case, Exercise, Mistake, WrongAnswer
 
 FD_RTOL, FD_ATOL = 1e-5, 1e-6  # central differences with eps 1e-6 agree to ~1e-9
 DOCS = "docs/"
+NOT_IMPLEMENTED = "not implemented yet"
 
 
 @dataclass
@@ -65,14 +66,6 @@ class Report:
         known = f" [known mistake: {self.mistake.name}]" if self.mistake else ""
         return f"case {self.failed_case}: {first}{known}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "exercise": self.exercise.name, "passed": self.passed, "cases": self.cases,
-            "failed_case": self.failed_case, "params": {k: repr(v) for k, v in self.params.items()},
-            "problem": self.problem, "mistake": self.mistake.name if self.mistake else None,
-            "reason": self.reason,
-        }
-
     def __str__(self) -> str:
         ex = self.exercise
         if self.passed:
@@ -82,6 +75,8 @@ class Report:
         if self.mistake is not None:
             lines.append(f"  Known mistake: {self.mistake.name}. {self.mistake.why}")
             lines.append(f"  Read: {DOCS}{self.mistake.doc}")
+        elif self.problem.startswith(NOT_IMPLEMENTED):
+            lines.append(f"  Hint: start from the derivation, {DOCS}{ex.doc}")
         else:
             lines.append(f"  Hint: compare each step with the derivation, {DOCS}{ex.doc}")
         return "\n".join(lines)
@@ -193,7 +188,7 @@ def problem_with_outcome(outcome: Outcome, expected: dict[str, Any], numeric: di
     if outcome.error is not None:
         error = outcome.error
         if isinstance(error, NotImplementedError):
-            return "not implemented yet: your code raises NotImplementedError"
+            return f"{NOT_IMPLEMENTED}: your code raises NotImplementedError"
         if isinstance(error, WrongAnswer):
             return f"your function {error}"
         first = f"your code raised {type(error).__name__}: {error}".splitlines()[0]

@@ -1,8 +1,8 @@
 """What an exercise is: the student's stub, the cases, minibam's answer, the known mistakes.
 
-An exercise module builds one :class:`Exercise` (or a few) and the catalogue
-(:mod:`minibam.exercises.catalogue`) lists them in teaching order. The checker
-(:mod:`minibam.exercises.checker`) needs nothing else:
+An exercise module builds one [`Exercise`][minibam.exercises.Exercise] (or a few) and the catalogue
+(`minibam.exercises.catalogue`) lists them in teaching order. The checker
+(`minibam.exercises.checker`) needs nothing else:
 
 - ``stub``: the source the workbook gives the student (a function or a ``Function``
   class named ``name``, raising ``NotImplementedError``);

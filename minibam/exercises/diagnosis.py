@@ -1,7 +1,7 @@
 """Which known mistake did the student make?
 
 Each exercise catalogues classic wrong answers as wrong implementations
-(:class:`~minibam.exercises.core.Mistake`). To diagnose a failing answer, each of them
+([`Mistake`][minibam.exercises.Mistake]). To diagnose a failing answer, each of them
 is run on the same cases as the student's, and a mistake is named when it did exactly
 what the student's code did on every case: the same numbers (to round-off), the same
 shapes, or the same exception. Agreeing on every case, not only the failing one, keeps

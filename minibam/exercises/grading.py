@@ -102,13 +102,22 @@ def grade_one(submission: Submission, timeout: float, memory_mb: int, seed: int 
     from minibam.exercises.catalogue import EXERCISES
 
     read_end, write_end = os.pipe()
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    import minibam
+
+    # The child imports this very minibam, whatever its working directory; one BLAS
+    # thread each, since submissions run side by side.
+    here = str(Path(minibam.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    files = [p.resolve() for p in submission.files]
     command = [sys.executable, "-m", "minibam.exercises.grading", str(write_end), str(memory_mb),
-               str(seed), *map(str, submission.files)]
+               str(seed), *map(str, files)]
     try:
+        # In the notebook's folder, as Jupyter runs it (a student may read a file beside it).
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL, pass_fds=(write_end,), env=env,
-                                 start_new_session=True)
+                                 cwd=files[0].parent, start_new_session=True)
     finally:
         os.close(write_end)
     messages: list[dict] = []
@@ -182,7 +191,7 @@ def code_cells(path: Path) -> list[tuple[str, str]]:
     with IPython magics and shell lines replaced by ``pass``. The workbook's own
     ``check(...)`` cells are left out: the grader runs its own checks."""
     if path.suffix == ".py":
-        return [(str(path), path.read_text(encoding="utf-8"))]
+        return [(path.name, path.read_text(encoding="utf-8"))]
     notebook = json.loads(path.read_text(encoding="utf-8"))
     cells = []
     for number, cell in enumerate(notebook.get("cells", []), 1):
@@ -192,7 +201,7 @@ def code_cells(path: Path) -> list[tuple[str, str]]:
         source = "".join(source) if isinstance(source, list) else str(source)
         if only_checks(source):
             continue
-        cells.append((f"{path} [cell {number}]", MAGIC.sub(r"\1pass", source)))
+        cells.append((f"{path.name} [cell {number}]", MAGIC.sub(r"\1pass", source)))
     return cells
 
 
@@ -204,7 +213,7 @@ def run_cells(files: list[Path]) -> tuple[dict[str, Any], list[str]]:
         try:
             cells = code_cells(path)
         except (OSError, ValueError) as error:
-            errors.append(f"{path}: cannot be read as a notebook ({type(error).__name__}: {error})")
+            errors.append(f"{path.name}: cannot be read as a notebook ({type(error).__name__}: {error})")
             continue
         for label, source in cells:
             # Registered so that tracebacks can quote the student's lines.

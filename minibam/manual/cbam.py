@@ -7,17 +7,19 @@ No autograd: the layer helpers are BAM's (manual/bam.py). ``params`` uses the
 ``CBAM.state_dict()`` names, which are those of the authors' released code.
 Derivations: docs/derivations/cbam.md.
 
-Symbols (Woo et al., ECCV 2018, section 3; K pools, r the reduction ratio):
+Symbols (Woo et al., ECCV 2018, section 3, and docs/symbols.md, "CBAM"; P is the set of
+pools, r the reduction ratio; linear layers work on rows, z = x W^T + b):
 
-    F        (N, C, H, W)   input feature map (x)
-    P        (K N, C)       the pooled vectors pool_k(F), stacked: one MLP serves them all
-    z, h, a  (K N, C/r), (K N, C/r), (K N, C)    z = W0 P + b0, h = ReLU(z), a = W1 h + b1
-    M_c      (N, C)         channel attention sigmoid(sum_k a_k)
-    F1       (N, C, H, W)   F' = F * M_c
-    Q        (N, 2, H, W)   [max_c F1; mean_c F1]
-    u, b     (N, 1, H, W)   u = f^{7x7}(Q) (no bias), b = BN(u) (momentum 0.01)
-    M_s      (N, 1, H, W)   spatial attention sigmoid(b)
-    y        (N, C, H, W)   F'' = F1 * M_s
+    F          (N, C, H, W)   input feature map (x)
+    F_c        (|P| N, C)     the pooled descriptors pool_k(F), stacked: one MLP serves them all
+    z0, h0     (|P| N, C/r)   z0 = F_c W0^T + b0,  h0 = ReLU(z0)
+    z1         (|P| N, C)     z1 = h0 W1^T + b1
+    l_c, M_c   (N, C)         channel logits sum_k z1_k;  channel attention M_c = sigmoid(l_c)
+    F1         (N, C, H, W)   F' = F * M_c
+    Q          (N, 2, H, W)   [max_c F1; mean_c F1]
+    u, l_s     (N, 1, H, W)   u = f^{7x7}(Q) (no bias),  l_s = BN(u) (momentum 0.01)
+    M_s        (N, 1, H, W)   spatial attention sigmoid(l_s)
+    y          (N, C, H, W)   F'' = F1 * M_s
 """
 
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ from minibam.manual.bam import (
     _conv_forward,
     _linear_backward,
     _linear_forward,
+    _real_array,
     _sigmoid,
 )
 
@@ -39,44 +42,50 @@ CONV, BN = "SpatialGate.spatial.conv", "SpatialGate.spatial.bn"
 BN_MOMENTUM = 0.01  # the released code's, for its one batch norm
 
 
+# inf and nan come back as values, never as warnings, as in BAM's manual pass.
+@np.errstate(all="ignore")
 def cbam_forward(x: np.ndarray, params: dict[str, np.ndarray],
                  pool_types: Sequence[str] = ("avg", "max"),
                  no_spatial: bool = False, training: bool = True,
                  eps: float = 1e-5) -> tuple[np.ndarray, dict]:
-    """CBAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for :func:`cbam_backward`.
+    """CBAM forward: x (N, C, H, W) -> y (N, C, H, W), and the cache for [`cbam_backward`][minibam.manual.cbam_backward].
 
     Cache keys a reader may want: ``"M_c"`` (N, C), ``"M_s"`` (N, 1, H, W) (None with
     ``no_spatial``), and ``"running"``, the batch-norm buffers after the pass.
     """
-    F = _check_inputs(x, params, pool_types, no_spatial, training)
+    F = _check_inputs(x, params, pool_types, no_spatial, training, eps)
     N, C = F.shape[:2]
     layers, running = {}, {}
-    # ---- channel gate: M_c = sigmoid(sum_k W1 ReLU(W0 pool_k(F) + b0) + b1) ---------
+    # ---- channel gate: M_c = sigmoid(sum_k ReLU(pool_k(F) W0^T + b0) W1^T + b1) -------
     pools = [POOLS[kind][0](F) for kind in pool_types]  # each (value (N, C), its cache)
-    P = np.concatenate([p for p, _ in pools])  # (K N, C): the MLP is shared, so stack
-    z, layers[FC_0] = _linear_forward(P, params, FC_0)
-    h = np.maximum(z, 0)
-    a, layers[FC_1] = _linear_forward(h, params, FC_1)
-    M_c = _sigmoid(a.reshape(len(pools), N, C).sum(axis=0))
+    F_c = np.concatenate([p for p, _ in pools])  # (|P| N, C): the MLP is shared, so stack
+    z0, layers[FC_0] = _linear_forward(F_c, params, FC_0)
+    h0 = np.maximum(z0, 0)
+    z1, layers[FC_1] = _linear_forward(h0, params, FC_1)
+    M_c = _sigmoid(z1.reshape(len(pools), N, C).sum(axis=0))
     F1 = F * M_c[:, :, None, None]
     cache = {"F": F, "M_c": M_c, "F1": F1, "M_s": None, "pools": pools, "pool_types": pool_types,
-             "relu_open": z > 0, "layers": layers, "running": running}
+             "relu_open": z0 > 0, "layers": layers, "running": running}
     if no_spatial:
         return F1, cache
     # ---- spatial gate: M_s = sigmoid(BN(conv7x7([max_c F1; mean_c F1]))) --------------
     winner = F1.argmax(axis=1)[:, None]  # (N, 1, H, W): the first maximal channel
     Q = np.concatenate([np.take_along_axis(F1, winner, 1), F1.mean(axis=1, keepdims=True)], 1)
     u, layers[CONV] = _conv_forward(Q, params, CONV, padding=3, dilation=1)
-    b, layers[BN] = _bn_forward(u, params, BN, training, eps, running, momentum=BN_MOMENTUM)
-    M_s = _sigmoid(b)
+    l_s, layers[BN] = _bn_forward(u, params, BN, training, eps, running, momentum=BN_MOMENTUM)
+    M_s = _sigmoid(l_s)
     cache |= {"M_s": M_s, "winner": winner}
     return F1 * M_s, cache
 
 
+@np.errstate(all="ignore")
 def cbam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     """CBAM backward: dL/dy -> {"x": dL/dx, and dL/dp for every parameter p, state_dict order}."""
+    if not isinstance(cache, dict) or not {"F", "F1", "M_c", "M_s", "layers"} <= cache.keys():
+        raise TypeError(f"cbam_backward: cache must be the dict returned by cbam_forward, got "
+                        f"{type(cache).__name__}")
     F, F1, M_c, M_s, layers = cache["F"], cache["F1"], cache["M_c"], cache["M_s"], cache["layers"]
-    dy = np.asarray(dy)
+    dy = _real_array(dy, "dy", "cbam_backward")
     if dy.shape != F.shape:
         raise ValueError(f"cbam_backward: dy has shape {dy.shape}, expected y's shape {F.shape}")
     grads: dict[str, np.ndarray] = {}
@@ -84,8 +93,8 @@ def cbam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     if M_s is not None:
         # y = F1 * M_s:  dL/dF1 = dy M_s,  dL/dM_s = sum_c dy F1
         dF1 = dy * M_s
-        db = (dy * F1).sum(axis=1, keepdims=True) * M_s * (1 - M_s)  # through the sigmoid
-        du = _bn_backward(db, layers[BN], grads)
+        dl_s = (dy * F1).sum(axis=1, keepdims=True) * M_s * (1 - M_s)  # through the sigmoid
+        du = _bn_backward(dl_s, layers[BN], grads)
         dQ = _conv_backward(du, layers[CONV], grads)  # (N, 2, H, W)
         # Q0 = max_c F1: all of dQ0 to the winning channel; Q1 = mean_c F1: dQ1 / C to each
         dF1 += dQ[:, 1:] / F.shape[1]
@@ -94,13 +103,13 @@ def cbam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
         dF1 += dmax
     # F1 = F * M_c:  dL/dF = dF1 M_c,  dL/dM_c = sum_{h,w} dF1 F
     dF = dF1 * M_c[:, :, None, None]
-    d_logits = (dF1 * F).sum(axis=(2, 3)) * M_c * (1 - M_c)  # through the sigmoid
-    # logits = sum_k a_k: every pool's MLP output gets the same gradient; the shared
+    dl_c = (dF1 * F).sum(axis=(2, 3)) * M_c * (1 - M_c)  # through the sigmoid
+    # l_c = sum_k z1_k: every pool's MLP output gets the same gradient; the shared
     # weights' gradients sum over the stacked pools inside _linear_backward
-    da = np.concatenate([d_logits] * len(cache["pools"]))
-    dh = _linear_backward(da, layers[FC_1], grads)
-    dP = _linear_backward(np.where(cache["relu_open"], dh, 0), layers[FC_0], grads)
-    for (_, pool_cache), dp, kind in zip(cache["pools"], np.split(dP, len(cache["pools"])),
+    dz1 = np.concatenate([dl_c] * len(cache["pools"]))
+    dh0 = _linear_backward(dz1, layers[FC_1], grads)
+    dF_c = _linear_backward(np.where(cache["relu_open"], dh0, 0), layers[FC_0], grads)
+    for (_, pool_cache), dp, kind in zip(cache["pools"], np.split(dF_c, len(cache["pools"])),
                                          cache["pool_types"]):
         dF += POOLS[kind][1](dp, pool_cache)
     names = [f"{FC_0}.weight", f"{FC_0}.bias", f"{FC_1}.weight", f"{FC_1}.bias"]
@@ -161,14 +170,20 @@ POOLS = {"avg": (_avg, _avg_backward), "max": (_max, _max_backward),
          "lp": (_lp, _lp_backward), "lse": (_lse, _lse_backward)}
 
 
-def _check_inputs(x, params, pool_types, no_spatial, training) -> np.ndarray:
+def _check_inputs(x, params, pool_types, no_spatial, training, eps) -> np.ndarray:
     """Validate everything up front; return x as a float array."""
     if isinstance(pool_types, str) or not pool_types or any(k not in POOLS for k in pool_types):
         raise ValueError(f"cbam_forward: pool_types must be a non-empty sequence drawn from "
                          f"{tuple(POOLS)}, got {pool_types!r}")
-    F = np.asarray(x)
-    if not np.issubdtype(F.dtype, np.floating):
-        F = F.astype(np.float64)
+    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        raise TypeError(f"cbam_forward: eps must be a real number, got {eps!r}")
+    if not (eps > 0 if training else eps >= 0) or eps == np.inf:
+        raise ValueError(f"cbam_forward: eps must be {'positive' if training else 'non-negative'} "
+                         f"and finite, got {eps!r}")
+    if not isinstance(params, dict):
+        raise TypeError(f"cbam_forward: params must be a dict of CBAM.state_dict() names to "
+                        f"arrays, got {type(params).__name__}")
+    F = _real_array(x, "x", "cbam_forward")
     if F.ndim != 4:
         raise ValueError(f"cbam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
     N, C, H, W = F.shape
@@ -183,6 +198,8 @@ def _check_inputs(x, params, pool_types, no_spatial, training) -> np.ndarray:
         expected |= {f"{CONV}.weight": (1, 2, 7, 7), **{f"{BN}.{k}": (1,) for k in (
             "weight", "bias", "running_mean", "running_var")}}
     optional = set() if no_spatial else {f"{BN}.num_batches_tracked"}
+    for name in params:
+        _real_array(params[name], f"params[{name!r}]", "cbam_forward")
     missing = sorted(set(expected) - set(params))
     unexpected = sorted(set(params) - set(expected) - optional)
     wrong = [f"{k}: got {np.shape(params[k])}, expected {s}" for k, s in expected.items()

@@ -70,3 +70,22 @@ def map_chunks(work: Callable[[Sequence[T]], Any], items: Sequence[T]) -> list[A
     futures = [_executor().submit(in_thread, chunk) for chunk in chunks[1:]]
     first = work(chunks[0])
     return [first, *(f.result() for f in futures)]
+
+
+# Below this many values a split costs more than it saves.
+SPLIT_MIN_ELEMENTS = 1 << 18
+
+
+def add_into(total: np.ndarray, term: np.ndarray) -> None:
+    """``total += term`` (``term`` broadcastable to ``total``), split along the first axis
+    between the threads when ``total`` is large: the engine's sum of the gradients that
+    reach one tensor, a full-size pass that would otherwise run on one core."""
+    if total.size < SPLIT_MIN_ELEMENTS or total.ndim == 0 or total.shape[0] < 2 or term.shape != total.shape:
+        total += term
+        return
+
+    def add(rows: Sequence[int]) -> None:
+        part = slice(rows[0], rows[-1] + 1)
+        total[part] += term[part]
+
+    map_chunks(add, range(total.shape[0]))

@@ -105,7 +105,7 @@ class BamCombine(Function):
         return dx, dmc, dms
 
 
-# Values per block: small enough that a block's temporaries stay in the CPU cache
+# Values per block (read at call time, so a test can shrink it to force many blocks): small enough that a block's temporaries stay in the CPU cache
 # (64 Ki float32 values are 256 KiB), large enough that NumPy's per-call overhead is small.
 BLOCK_ELEMENTS = 1 << 16
 
@@ -115,7 +115,7 @@ def _blocks(n: int, c: int, plane: int) -> list[tuple[int, slice]]:
 
     Working block by block keeps every temporary in the CPU cache instead of making it
     a full (N, C, H, W) array: the backward runs 2-3x faster than whole-array NumPy.
-    The blocks are independent, so :func:`map_chunks` shares them out between threads.
+    The blocks are independent, so `map_chunks` shares them out between threads.
     """
     step = max(1, BLOCK_ELEMENTS // max(plane, 1))
     return [(i, slice(start, min(start + step, c))) for i in range(n) for start in range(0, c, step)]

@@ -84,8 +84,10 @@ def check_sizes(op: str, shape: tuple[int, ...], g: Geometry, itemsize: int) -> 
     before NumPy is asked for it (padding=10**12 would otherwise be a MemoryError)."""
     n, c, h, w = shape
     (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
-    check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize)
-    check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize)
+    check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize,
+               f" (padding {g.padding})")
+    check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize,
+               f" (kernel_size {g.kernel}, stride {g.stride}, dilation {g.dilation})")
 
 
 def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
@@ -98,7 +100,7 @@ def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
 
 
 def unfold(x: np.ndarray, g: Geometry) -> np.ndarray:
-    """im2col without the argument checks (``g`` comes from :func:`geometry`)."""
+    """im2col without the argument checks (``g`` comes from [`geometry`][minibam.ops.conv.geometry])."""
     n, c, h, w = x.shape
     (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
     if ph or pw:
@@ -119,7 +121,7 @@ def fold(
     """col2im without the argument checks, fed one kernel offset at a time.
 
     ``slab(i, j)`` is the (N, C, oH, oW) slab of the columns that kernel offset (i, j)
-    read; it is added back where :func:`unfold` took it from. Taking a function rather
+    read; it is added back where [`unfold`][minibam.ops.conv.unfold] took it from. Taking a function rather
     than the whole (N, C*kH*kW, oH*oW) array lets conv2d's backward compute each slab
     just in time instead of building a second array kH*kW times the size of x.
     """
@@ -132,6 +134,27 @@ def fold(
             # overlaps between offsets are summed by the loop (np.add.at is far slower).
             padded[(slice(None), slice(None), *_window(g, i, j))] += slab(i, j)
     return padded[:, :, ph : ph + h, pw : pw + w] if ph or pw else padded
+
+
+def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
+    """``x`` zero-padded, each (channel) plane flattened: (N, C, Hp * Wp + tail), and Wp.
+
+    The layout of the stride-1 path (see `Conv2d`): in it, kernel offset (i, j)
+    reads, for every output pixel at once, one contiguous run of ``oH * Wp`` values
+    starting at `flat_offset`. The ``(kW - 1) dW`` zeros of the tail let the last
+    offset's run end inside the buffer.
+    """
+    n, c, h, w = x.shape
+    (ph, pw), (kw, dw) = g.padding, (g.kernel[1], g.dilation[1])
+    hp, wp = h + 2 * ph, w + 2 * pw
+    flat = np.zeros((n, c, hp * wp + (kw - 1) * dw), dtype=x.dtype)
+    flat[:, :, : hp * wp].reshape(n, c, hp, wp)[:, :, ph : ph + h, pw : pw + w] = x
+    return flat, wp
+
+
+def flat_offset(g: Geometry, wp: int, i: int, j: int) -> int:
+    """Where kernel offset (i, j)'s run starts in `pad_flat`'s layout."""
+    return i * g.dilation[0] * wp + j * g.dilation[1]
 
 
 def im2col(
@@ -159,7 +182,7 @@ def col2im(
     padding: Any = 0,
     dilation: Any = 1,
 ) -> np.ndarray:
-    r"""(N, C*kH*kW, oH*oW) -> (N, C, H, W): the adjoint of :func:`im2col`.
+    r"""(N, C*kH*kW, oH*oW) -> (N, C, H, W): the adjoint of [`im2col`][minibam.ops.conv.im2col].
 
     $\langle \mathrm{im2col}(x), c\rangle = \langle x, \mathrm{col2im}(c)\rangle$: each
     column entry is added back to the input pixel it was read from, so pixels in several
@@ -211,6 +234,16 @@ class Conv2d(Function):
     For a 1x1 kernel with stride 1 and no padding, $X_n$ is $x_n$ itself viewed as
     (C, H W), so neither im2col nor col2im runs. See docs/derivations/conv.md,
     "Forward as a matrix product", "Backward" and "1x1 convolution".
+
+    Any other stride-1 convolution (BAM's dilated 3x3 ones) skips im2col too: on the
+    zero-padded input with each plane flattened (`pad_flat`, row length Wp), the
+    values kernel offset (i, j) reads for all output pixels form one contiguous run
+    starting at $i d_H W_p + j d_W$, if the output is computed on rows of Wp values
+    and the last Wp - oW of each row thrown away. So
+    $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$ is kH kW matrix products on views, with no
+    copy of x kH kW times; the backward runs the same sums transposed
+    (`_flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
+    without im2col".
     """
 
     @staticmethod
@@ -219,14 +252,18 @@ class Conv2d(Function):
     ) -> np.ndarray:
         n, c, h, w = x.shape
         o = weight.shape[0]
-        cols = x.reshape(n, c, h * w) if g.is_pointwise else unfold(x, g)
-        y = np.matmul(weight.reshape(o, -1), cols)  # (O, K) @ (N, K, L) -> (N, O, L)
+        ctx.x_shape, ctx.geometry = x.shape, g
+        ctx.flat = _flat_pays(x.shape[1], x.shape[3], g)
+        if ctx.flat:
+            y, saved = _flat_forward(x, weight, g)
+        else:
+            saved = x.reshape(n, c, h * w) if g.is_pointwise else unfold(x, g)
+            y = np.matmul(weight.reshape(o, -1), saved)  # (O, K) @ (N, K, L) -> (N, O, L)
         if bias is not None:
             b = bias[:, None]
             y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
-        # cols are needed only for dW; drop them otherwise (they are kH*kW times x).
-        ctx.save_for_backward(cols if ctx.needs_input_grad[1] else None, weight)
-        ctx.x_shape, ctx.geometry = x.shape, g
+        # The input's columns (or its padded copy) are needed only for dW; drop them otherwise.
+        ctx.save_for_backward(saved if ctx.needs_input_grad[1] else None, weight)
         return y.reshape(n, o, *g.out)
 
     @staticmethod
@@ -236,12 +273,15 @@ class Conv2d(Function):
         n, o = grad.shape[:2]
         g3 = grad.reshape(n, o, -1)
         gx = gw = gb = None
+        if need_b:
+            gb = g3.sum(axis=2).sum(axis=0)
+        if ctx.flat:
+            gx, gw = _flat_backward(grad, cols, weight, ctx.x_shape, ctx.geometry, need_x, need_w)
+            return gx, gw, gb
         if need_w:
             # (K, L) @ (L, O) per sample, summed over the batch: OpenBLAS runs this
             # orientation about twice as fast as (O, L) @ (L, K).
             gw = np.matmul(cols, g3.transpose(0, 2, 1)).sum(axis=0).T.reshape(weight.shape)
-        if need_b:
-            gb = g3.sum(axis=2).sum(axis=0)
         if need_x:
             g = ctx.geometry
             if g.is_pointwise:
@@ -257,6 +297,81 @@ class Conv2d(Function):
                     ctx.x_shape, g, dtype,
                 )
         return gx, gw, gb
+
+
+# When the flat layout beats im2col (measured in docs/performance.md, section
+# "Stride-1 convolutions without im2col"): few input channels, where im2col's copies cost more
+# than the small products, but not one to three, where each product sums over so few
+# terms that BLAS runs far below speed; and little waste, the Wp - oW discarded values
+# of each row.
+FLAT_MIN_CHANNELS = 4
+FLAT_MAX_CHANNELS = 16
+FLAT_MAX_WASTE = 0.2
+
+
+def _flat_pays(channels: int, width: int, g: Geometry) -> bool:
+    """Whether a convolution takes the stride-1 flat path (see `Conv2d`)."""
+    if g.stride != (1, 1) or g.is_pointwise or not FLAT_MIN_CHANNELS <= channels <= FLAT_MAX_CHANNELS:
+        return False
+    wp = width + 2 * g.padding[1]
+    return wp - g.out[1] <= FLAT_MAX_WASTE * g.out[1]
+
+
+def _flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on `pad_flat`'s layout.
+
+    Returns y as (N, O, oH * oW) and the padded input (kept for dW).
+    """
+    n = x.shape[0]
+    o, (oh, ow) = weight.shape[0], g.out
+    flat, wp = pad_flat(x, g)
+    run = oh * wp  # oH rows of Wp: the last Wp - oW values of each row are discarded
+    y = np.zeros((n, o, run), dtype=np.result_type(x, weight))
+    term = np.empty_like(y)
+    for i in range(g.kernel[0]):
+        for j in range(g.kernel[1]):
+            start = flat_offset(g, wp, i, j)
+            # (O, C) @ (N, C, run): a read-only view of the buffer, no copy
+            np.matmul(weight[:, :, i, j], flat[:, :, start : start + run], out=term)
+            y += term
+    y = np.ascontiguousarray(y.reshape(n, o, oh, wp)[:, :, :, :ow]).reshape(n, o, oh * ow)
+    return y, flat
+
+
+def _flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray, x_shape: tuple[int, ...],
+                   g: Geometry, need_x: bool, need_w: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    r"""Stride-1 backward on `pad_flat`'s layout: per kernel offset (i, j),
+    $\bar W_{:,:,i,j} = \sum_n \bar Y_n X_{n,(i,j)}^\top$ and
+    $\bar X_{(i,j)} \mathrel{+}= W_{:,:,i,j}^\top \bar Y$, then the padding is cut off."""
+    n, c, h, w = x_shape
+    o, (oh, ow), (ph, pw) = weight.shape[0], g.out, g.padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    run = oh * wp
+    dtype = np.result_type(weight, grad)
+    # dY on the flat layout: zeros in the discarded columns, so they add nothing anywhere.
+    g_flat = np.zeros((n, o, oh, wp), dtype=grad.dtype)
+    g_flat[:, :, :, :ow] = grad
+    g_flat = g_flat.reshape(n, o, run)
+    gx = gw = None
+    if need_w:
+        gw = np.empty(weight.shape, dtype=np.result_type(flat, grad))
+    if need_x:
+        gx_flat = np.zeros((n, c, flat_length := hp * wp + (g.kernel[1] - 1) * g.dilation[1]), dtype=dtype)
+        term = np.empty((n, c, run), dtype=dtype)
+    for i in range(g.kernel[0]):
+        for j in range(g.kernel[1]):
+            start = flat_offset(g, wp, i, j)
+            if need_w:
+                window = flat[:, :, start : start + run]
+                # (C, run) @ (run, O): the faster orientation for OpenBLAS, as in im2col's dW
+                gw[:, :, i, j] = np.matmul(window, g_flat.transpose(0, 2, 1)).sum(axis=0).T
+            if need_x:
+                np.matmul(weight[:, :, i, j].T, g_flat, out=term)
+                gx_flat[:, :, start : start + run] += term
+    if need_x:
+        planes = gx_flat[:, :, : flat_length - (g.kernel[1] - 1) * g.dilation[1]].reshape(n, c, hp, wp)
+        gx = np.ascontiguousarray(planes[:, :, ph : ph + h, pw : pw + w])
+    return gx, gw
 
 
 def conv2d(

@@ -1,6 +1,6 @@
 """Elementwise arithmetic with NumPy broadcasting.
 
-Every binary op sends its gradient through :func:`~minibam.function.unbroadcast`,
+Every binary op sends its gradient through [`unbroadcast`][minibam.function.unbroadcast],
 the one place that sums a gradient back to its input's shape.
 Derivations: docs/derivations/elementwise.md.
 """

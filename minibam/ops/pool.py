@@ -78,18 +78,18 @@ class GlobalMaxPool2d(Function):
 
 
 class GlobalLpPool2d(Function):
-    r"""$y_{nc} = \big(\sum_{h,w} x_{nchw}^p\big)^{1/p}$;
-    $\bar x_{nchw} = \bar y_{nc}\, x_{nchw}^{p-1}\, y_{nc}^{1-p}$ (for p = 2: $\bar y\, x / y$).
+    r"""$y_{nc} = \big(\sum_{h,w} x_{nchw}^\nu\big)^{1/\nu}$;
+    $\bar x_{nchw} = \bar y_{nc}\, x_{nchw}^{\nu-1}\, y_{nc}^{1-\nu}$ (for $\nu = 2$: $\bar y\, x / y$).
 
-    PyTorch's ``lp_pool2d`` with the whole plane as its window (CBAM's "lp", p = 2).
-    Where $y = 0$ and $p > 1$ the gradient is taken as 0, as PyTorch's is. See
-    docs/derivations/cbam.md, "L^p pooling".
+    PyTorch's ``lp_pool2d`` with the whole plane as its window; $\nu$ is ``norm_type``
+    (CBAM's "lp": 2). Where $y = 0$ and $\nu > 1$ the gradient is taken as 0, as
+    PyTorch's is. See
+    docs/derivations/cbam.md, "Lp pooling".
     """
 
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, p: float) -> np.ndarray:
-        with np.errstate(invalid="ignore"):  # a negative power sum gives NaN, as in PyTorch
-            y = (x**p).sum(axis=(2, 3)) ** (1 / p)
+        y = (x**p).sum(axis=(2, 3)) ** (1 / p)  # a negative power sum gives NaN, as in PyTorch
         ctx.save_for_backward(x, y)
         ctx.p = p
         return y
@@ -103,13 +103,12 @@ class GlobalLpPool2d(Function):
         zero = y == 0
         # y^(1-p), with 0 where y = 0: no x can raise y there, and PyTorch gives 0 too
         scale = np.where(zero, 0, grad / np.where(zero, 1, y) ** (p - 1))
-        with np.errstate(invalid="ignore"):
-            return (scale[:, :, None, None] * x ** (p - 1),)
+        return (scale[:, :, None, None] * x ** (p - 1),)
 
 
 class GlobalLsePool2d(Function):
-    r"""$y_{nc} = \log \sum_{h,w} e^{x_{nchw}} = m + \log \sum_{h,w} e^{x_{nchw} - m}$,
-    $m = \max_{h,w} x_{nchw}$;  $\bar x_{nchw} = \bar y_{nc}\, e^{x_{nchw} - y_{nc}}$
+    r"""$y_{nc} = \log \sum_{h,w} e^{x_{nchw}} = x^*_{nc} + \log \sum_{h,w} e^{x_{nchw} - x^*_{nc}}$,
+    $x^*_{nc} = \max_{h,w} x_{nchw}$;  $\bar x_{nchw} = \bar y_{nc}\, e^{x_{nchw} - y_{nc}}$
     (the softmax over the plane).
 
     Subtracting the maximum keeps every exponent at most 0, so nothing overflows (CBAM's

@@ -1,4 +1,4 @@
-"""What ``verify.bam`` (and later ``verify.cbam``) returns: a verdict, then the evidence.
+"""What ``verify.bam`` and ``verify.cbam`` return: a verdict, then the evidence.
 
 ``str(report)`` leads with the verdict and the worst offender, then where the module
 first departs, then the table; ``report.to_dict()`` is the same as JSON-ready data.
@@ -70,6 +70,9 @@ class Report:
         if self.passed:
             return (f"PASS: the module is {self.module} variant {self.variant!r} "
                     f"({self.descriptions.get(self.variant or '', '')})")
+        if self.variant is not None:  # matched, but a known mistake (verify.cbam's port bugs)
+            return (f"FAIL: the module is the known {self.module} port bug {self.variant!r} "
+                    f"({self.descriptions.get(self.variant, '')})")
         if self.closest is None:
             return f"FAIL: no known {self.module} variant could be compared"
         return (f"FAIL: the module matches no known {self.module} variant; closest is "
@@ -84,7 +87,7 @@ class Report:
         lines = [f"verify.{self.module.lower()}: {self.headline()}"]
         w = worst(self.rows)
         if w is not None:
-            what = "worst" if self.passed else "worst offender"
+            what = "worst" if all(r.passed for r in self.rows) else "worst offender"
             lines.append(f"  {what}: {w.name}, max rel {w.max_rel:.1e}, {w.mismatched} of {w.size} "
                          f"elements beyond tolerance (at {list(w.worst_index)}: {w.actual:.6g} vs {w.expected:.6g})")
         if self.first_divergence is not None:

@@ -34,7 +34,7 @@ inputs and outputs keep their shapes; everything inside it disappears.
 
 Drawing only reads tensors: it records no op, changes no ``.grad`` and no ``_node``.
 The graph is walked with an explicit stack, so graphs thousands of ops deep are fine.
-:func:`to_dot` is the pure text generator; :func:`graph` wraps its result in a
+[`to_dot`][minibam.viz.to_dot] is the pure text generator; [`graph`][minibam.viz.graph] wraps its result in a
 ``graphviz.Digraph`` when that package is installed.
 """
 

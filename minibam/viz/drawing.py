@@ -37,7 +37,7 @@ def graph(
     depth: int | None = None,
 ) -> Any:
     """The graph that produced ``t``: a ``graphviz.Digraph`` if ``graphviz`` imports,
-    else its DOT source (str). Arguments as in :func:`to_dot`; see the module docstring.
+    else its DOT source (str). Arguments as in [`to_dot`][minibam.viz.to_dot]; see the module docstring.
     """
     body = _body(t, grads, modules, collapse, depth)
     try:
@@ -54,7 +54,7 @@ def to_dot(
     collapse: str | None = None,
     depth: int | None = None,
 ) -> str:
-    """DOT source of the graph that produced ``t`` (what :func:`graph` draws).
+    """DOT source of the graph that produced ``t`` (what [`graph`][minibam.viz.graph] draws).
 
     ``grads``: show ``|grad|`` on tensors that have ``.grad``. ``modules``: an object
     with ``named_parameters()`` naming the parameters and grouping nodes into clusters.

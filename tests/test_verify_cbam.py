@@ -1,0 +1,132 @@
+"""verify.cbam: a user's PyTorch CBAM checked against the released code, and each common
+port mistake named. The modules are written in plain PyTorch in tests/torch_cbam.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch_cbam import RenamedCBAM, TorchCBAM, cbam_with_bug  # noqa: E402
+
+from minibam import verify  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+C, R = 16, 4
+BUGS = ["missing-sigmoid", "missing-spatial-sigmoid", "avg-twice", "unshared-mlp", "non-adaptive-pool"]
+
+
+def test_the_released_cbam_passes_with_every_array_compared():
+    report = verify.cbam(TorchCBAM(C, R))
+    assert report.passed and report.variant == report.closest == "released", report
+    assert report.first_divergence is None
+    fp = report.fingerprint
+    assert (fp["C"], fp["r"], fp["pool_types"], fp["names"]) == (C, R, "avg,max", "the authors' names")
+    names = {r.name.split(" ", 2)[-1] for r in report.rows}
+    assert {"y", "dx", "grad.ChannelGate.mlp.1.weight", "grad.ChannelGate.mlp.3.bias",
+            "grad.SpatialGate.spatial.conv.weight", "grad.SpatialGate.spatial.bn.weight",
+            "after.SpatialGate.spatial.bn.running_var"} <= names
+    assert {r.name.split(" ")[0] for r in report.rows} == {"train", "eval"}
+    assert any(r.name.startswith("train (3,16,6,10)") for r in report.rows)  # a non-square map
+    assert set(verify.CBAM_VARIANTS) == {"released", *BUGS}
+    json.dumps(report.to_dict())
+
+
+@pytest.mark.parametrize("pools", [("avg", "max", "lp", "lse"), ("max",)])
+def test_other_pool_types_and_no_spatial(pools):
+    report = verify.cbam(TorchCBAM(C, R, pools, no_spatial=pools == ("max",)), training=(True,))
+    assert report.passed, report
+    assert report.fingerprint["pool_types"] == ",".join(pools)
+
+
+@pytest.mark.parametrize("bug", BUGS)
+def test_each_port_bug_is_named(bug):
+    report = verify.cbam(cbam_with_bug(bug, C, R))
+    assert not report.passed
+    assert report.variant == report.closest == bug, report
+    assert f"port bug {bug!r}" in str(report)
+
+
+@pytest.mark.parametrize("bug, where", [("no-relu", "ChannelGate.mlp.2"),
+                                        ("momentum-0.1", "SpatialGate.spatial.bn")])
+def test_an_unknown_bug_fails_and_says_where(bug, where):
+    report = verify.cbam(cbam_with_bug(bug, C, R))
+    assert not report.passed and report.variant is None and report.closest == "released"
+    assert report.first_divergence == where, report
+
+
+def test_the_callers_module_is_never_changed():
+    model = TorchCBAM(C, R).train()
+    model(torch.randn(2, C, 5, 5)).sum().backward()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    verify.cbam(model, training=(True,))
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, p in model.named_parameters():
+        assert torch.equal(p.grad, grads[k]), k
+
+
+def test_other_names_are_placed_by_structure_or_key_map():
+    report = verify.cbam(RenamedCBAM(C, R))
+    assert report.passed and report.fingerprint["names"].startswith("structure"), report
+    key_map = {"fc1": "ChannelGate.mlp.1", "fc2": "ChannelGate.mlp.3", "conv": "SpatialGate.spatial.conv",
+               "norm": "SpatialGate.spatial.bn"}
+    assert verify.cbam(RenamedCBAM(C, R), key_map=key_map, training=(False,)).passed
+    with pytest.raises(ValueError, match="key_map names keys the module does not have: nope"):
+        verify.cbam(RenamedCBAM(C, R), key_map={**key_map, "nope": "x"})
+
+
+def test_float32_modules_pass_at_float32_tolerance():
+    report = verify.cbam(TorchCBAM(C, R), dtype="float32", training=(True,))
+    assert report.passed, report
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="variant must be 'auto' or one of"):
+        verify.cbam(TorchCBAM(C, R), variant="paper")
+    with pytest.raises(ValueError, match=r"shape \(2, 8, 4, 4\) must be \(N, C=16"):
+        verify.cbam(TorchCBAM(C, R), shapes=[(2, C, 4, 4), (2, 8, 4, 4)])
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        verify.cbam(object())
+
+
+def test_cli_verify_module_cbam(tmp_path):
+    source = tmp_path / "mine.py"
+    source.write_text(f"import sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+                      "from torch_cbam import TorchCBAM, cbam_with_bug\n"
+                      "def good(c):\n    return TorchCBAM(c, 4)\n"
+                      "def bad(c):\n    return cbam_with_bug('avg-twice', c, 4)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+    def verify_cli(*argv):
+        return subprocess.run([sys.executable, "-m", "minibam", "verify", *argv], capture_output=True, text=True,
+                              env=env, cwd=ROOT, timeout=300)
+
+    good = verify_cli(f"{source}:good", "--module", "cbam", "--channels", "16", "--json")
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["variant"] == "released"
+    bad = verify_cli(f"{source}:bad", "--module", "cbam", "--channels", "16")
+    assert bad.returncode == 1 and "port bug 'avg-twice'" in bad.stdout
+    wrong = verify_cli(f"{source}:good", "--module", "cbam", "--channels", "16", "--variant", "paper")
+    assert wrong.returncode == 2 and "variant" in wrong.stderr
+
+
+def test_the_documented_examples_give_the_documented_verdicts():
+    sys.path.insert(0, str(ROOT / "docs" / "examples"))
+    try:
+        import my_cbams
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "examples"))
+    good, bad = verify.cbam(my_cbams.MyCBAM(64)), verify.cbam(my_cbams.PortedCBAM(64))
+    assert good.passed and good.variant == "released"
+    assert not bad.passed and bad.variant == "avg-twice"
+    assert any(n.startswith("against the released code: 40 of 48 arrays differ; first divergence ChannelGate ")
+               for n in bad.notes), bad.notes
