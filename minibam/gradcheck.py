@@ -88,7 +88,7 @@ def gradcheck(
     args = [_as_float64_input(v) for v in inputs]
     checked = [i for i, v in enumerate(args) if isinstance(v, Tensor) and v.requires_grad]
     if not checked:
-        raise ValueError("gradcheck: no input has requires_grad=True, nothing to check")
+        raise ValueError("gradcheck: no Tensor in inputs has requires_grad=True, nothing to check")
 
     with _config.no_grad():
         probe = fn(*args)

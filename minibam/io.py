@@ -63,10 +63,11 @@ def save(state_dict: Mapping[str, Any], path: PathLike) -> None:
         arrays[key] = _as_array(key, value)
     # zipfile directly rather than np.savez(path, **arrays): a key named "file" or
     # "allow_pickle" would collide with np.savez's own arguments.
+    _check_path(path, "save", "write")
     if hasattr(path, "write"):  # an open binary file: the caller owns its fate
         _write_npz(path, arrays)
         return
-    with atomic_write(path) as handle:
+    with atomic_write(os.fsdecode(path)) as handle:
         _write_npz(handle, arrays)
 
 
@@ -121,8 +122,9 @@ def read_arrays(path: PathLike, what: str = "checkpoint") -> dict[str, np.ndarra
     ``SLACK_BYTES``) in all. Each declared size is checked before anything is allocated,
     so memory stays within that bound whatever the file claims. Never unpickles.
     """
+    _check_path(path, "load", "read")
     if not hasattr(path, "read"):
-        path = os.fspath(path)
+        path = os.fsdecode(path)
         if os.path.isdir(path):
             raise IsADirectoryError(f"load: {path!r} is a directory, not a file")
     try:
@@ -157,6 +159,18 @@ def read_arrays(path: PathLike, what: str = "checkpoint") -> dict[str, np.ndarra
                 ) from None
             budget -= arrays[key].nbytes
     return arrays
+
+
+def _check_path(path: Any, fn: str, method: str) -> None:
+    if not (isinstance(path, (str, bytes, os.PathLike)) or hasattr(path, method)):
+        raise TypeError(
+            f"{fn}: path must be a file name (str or os.PathLike) or an open binary file, "
+            f"got {type(path).__name__}"
+        )
+    if isinstance(path, (str, bytes)) and not path:
+        raise ValueError(f"{fn}: path is empty")
+    if isinstance(path, (str, bytes)) and ("\0" in path if isinstance(path, str) else b"\0" in path):
+        raise ValueError(f"{fn}: path {path!r} contains a NUL character")
 
 
 class _Refused(Exception):

@@ -30,8 +30,8 @@ def as_float_array(data: Any, copy: bool = True) -> np.ndarray:
     if array.dtype.kind in "biuf":
         return array.astype(np.float64)
     raise TypeError(
-        f"a Tensor holds float32 or float64 numbers; cannot make one from "
-        f"{type(data).__name__} of dtype {array.dtype}"
+        f"Tensor: data must be real numbers (a Tensor holds float32 or float64); cannot "
+        f"make one from {type(data).__name__} of dtype {array.dtype}"
     )
 
 
@@ -46,6 +46,10 @@ class Tensor:
     __array_priority__ = 1000  # so that ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data: Any, requires_grad: bool = False) -> None:
+        if not isinstance(requires_grad, (bool, np.bool_)) and not (
+            isinstance(requires_grad, (int, np.integer)) and requires_grad in (0, 1)
+        ):
+            raise TypeError(f"Tensor: requires_grad must be a bool, got {type(requires_grad).__name__}")
         self.data: np.ndarray = as_float_array(data, copy=True)
         self.requires_grad: bool = bool(requires_grad)
         self.grad: np.ndarray | None = None
@@ -150,11 +154,17 @@ class Tensor:
                 )
             grad = np.ones_like(self.data)
         else:
-            grad = as_float_array(grad, copy=False).astype(self.dtype, copy=False)
+            try:
+                grad = as_float_array(grad, copy=False).astype(self.dtype, copy=False)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"backward(): grad must be an array of real numbers of shape {self.shape}, "
+                    f"got {type(grad).__name__}"
+                ) from None
             if grad.shape != self.shape:
                 raise RuntimeError(
-                    f"backward() got a gradient of shape {grad.shape} for a tensor "
-                    f"of shape {self.shape}"
+                    f"backward(): grad has shape {grad.shape} but the tensor has shape "
+                    f"{self.shape}"
                 )
         with np.errstate(all="ignore"):  # inf/nan silently, as forward (docs/guarantees.md)
             _run_backward(self, grad)

@@ -1,10 +1,10 @@
 """PyTorch as an independent oracle for the command line (``minibam check``, ``bench``).
 
-Only the CLI imports this file, and only after :func:`load` found torch installed:
-``import minibam`` never imports torch. :class:`TorchBAM` is BAM written directly with
-``torch.nn`` layers, under the same child names as :class:`minibam.nn.BAM`, so that a
+Only the CLI imports this file, and only after `load` found torch installed:
+``import minibam`` never imports torch. `TorchBAM` is BAM written directly with
+``torch.nn`` layers, under the same child names as `minibam.nn.BAM`, so that a
 minibam ``state_dict()`` loads into it unchanged and both run on the same weights;
-:class:`TorchCBAM` does the same for :class:`minibam.nn.CBAM`.
+`TorchCBAM` does the same for `minibam.nn.CBAM`.
 """
 
 from __future__ import annotations

@@ -45,7 +45,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Which test file checks each op family's gradients (default: tests/test_<family>.py).
-TESTS = {"empty": ["tests/test_reliability.py", "-k", "empty_batch"]}
+TESTS = {
+    "empty": ["tests/test_reliability.py", "-k", "empty_batch"],
+    "pool": ["tests/test_pool.py", "tests/test_pool_cbam.py"],
+}
 
 
 @dataclass
@@ -104,7 +107,11 @@ def mutants(path: Path) -> Iterator[Mutant]:
     for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
         for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "backward"):
             body = [n for stmt in fn.body for n in ast.walk(stmt)]
+            # -1 -> -2 is no mutant: NumPy reads any negative size in a reshape as "the rest".
+            negated = {id(n.operand) for n in body if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub)}
             for node in body:
+                if id(node) in negated:
+                    continue
                 if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
                     continue  # the docstring
                 for kind, replacement in _variants(node):
@@ -177,9 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PYTHONPATH"] = str(work)
     sys.path.insert(0, str(work))
     sys.path.insert(0, str(work / "tests"))
-    os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
-    import hypothesis  # noqa: F401  (imported once, before forking)
+    import hypothesis  # imported once, before forking
     import numpy  # noqa: F401
+
+    # The CI profile's examples, but no shrinking: a mutant needs one failing example,
+    # not the smallest one, and shrinking is most of the time of a failing test.
+    hypothesis.settings.register_profile(
+        "mutate", max_examples=15, derandomize=True, deadline=None, database=None,
+        phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    os.environ["HYPOTHESIS_PROFILE"] = "mutate"
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the copy is removed
 
     try:
         import torch

@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 # Executed copies mirror the repository's layout: build/executed/notebooks/NAME.ipynb.
 CACHE = ROOT / "build" / "executed"
-# Per cell. Each whole notebook takes seconds to a minute; this only stops a hung kernel.
-CELL_TIMEOUT = 300
+# Per cell. Each notebook takes seconds to a minute, 06's training cell a few minutes
+# (more on a busy machine); this only stops a hung kernel.
+CELL_TIMEOUT = 900
 METADATA_KEY = "minibam_executed"
 
 

@@ -331,12 +331,14 @@ def test_compare_pytorch_file_with_other_dilation(tmp_path, capsys):
     torch_reference_file(path, "paper", True, np.float64, dilation=2, dilated=1, channels=12, reduction=3)
     code, out, _ = run(capsys, "compare", str(path), "--dilation", "2")
     assert code == 0 and "dilated convs=1, dilation=2" in out and "C=12, r=3" in out
-    # assuming the wrong dilation or mode is caught, not silently accepted
+    # assuming the wrong dilation or mode is caught, not silently accepted, and the rerun says why
     code, out, _ = run(capsys, "compare", str(path))
-    assert code == 1 and "differ beyond tolerance" in out and "--dilation D" in out
+    assert code == 1 and "differ beyond tolerance" in out
     assert "dilation_val not stored in the file, assumed 4" in out
+    assert "hint: the dilation was assumed (4); with --dilation 2 every array agrees" in out
+    assert "a probable cause" not in out  # 6x5 is not a map the released code runs on
     code, out, _ = run(capsys, "compare", str(path), "--dilation", "2", "--eval")
-    assert code == 1 and "differ beyond tolerance" in out and "--dilation D" not in out
+    assert code == 1 and "differ beyond tolerance" in out and "hint:" not in out
 
 
 def test_compare_hints_at_the_released_pooling_on_a_non_square_map(tmp_path, capsys):
@@ -361,8 +363,13 @@ def test_compare_hints_at_the_released_pooling_on_a_non_square_map(tmp_path, cap
     np.savez(path, **arrays)
     code, out, _ = run(capsys, "compare", str(path))
     assert code == 1
-    assert "hint: x is 5x8, not square: the authors' released code pools only the top-left 5x5 window" in out
-    assert "--dilation D" not in out  # the dilation came from meta: no hint about it
+    assert ("hint: x is 5x8: with the authors' released pooling (only the top-left 5x5 window, avg_pool2d "
+            "with kernel H) every array agrees, so the file comes from the released code") in out
+    assert "--dilation" not in out  # the dilation came from meta: no hint about it
+    # the same file cut to a square map would pass; a wrong dilation on top is not explained by pooling alone
+    code, out, _ = run(capsys, "compare", str(path), "--dilation", "3")
+    assert code == 1 and "--dilation 3 overrides the file's meta.dilation_val = 4" in out
+    assert "a probable cause" in out
 
 
 # -------------------------------------------------------------------- bad input

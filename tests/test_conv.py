@@ -69,7 +69,22 @@ def test_stride_one_conv2d_matches_torch(case, with_bias):
     (which by default only large maps with few channels take)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv, "FLAT_MAX_WASTE", float("inf"))
+        patch.setattr(conv, "FLAT_MIN_CHANNELS", 1)
         _assert_conv2d_matches_torch(case, with_bias)
+
+
+def test_which_convolutions_take_the_flat_path():
+    """The rule docs/performance.md states: stride 1, 4 to 16 input channels, at most
+    20 % of each flat row thrown away (BAM's dilated convs at 56 x 56 take it)."""
+    def flat(channels, size, **params):
+        g = conv.geometry("conv2d", size, size, 3, params.get("stride", 1), params.get("padding", 0),
+                          params.get("dilation", 1))
+        return conv._flat_pays(channels, size, g)
+
+    assert flat(16, 56, padding=4, dilation=4) and flat(4, 32, padding=1)
+    assert not flat(16, 14, padding=4, dilation=4)  # 8 of every 22 values wasted
+    assert not flat(32, 56, padding=4, dilation=4) and not flat(1, 56, padding=1)
+    assert not flat(16, 56, padding=1, stride=2)
 
 
 def _assert_conv2d_matches_torch(case, with_bias):
@@ -143,6 +158,7 @@ def test_skipped_input_grads(kernel, params, needs):
 def test_conv2d_gradcheck(monkeypatch, x_shape, w_shape, params, with_bias, flat):
     """``flat``: stride-1 cases forced onto the flat layout (docs/performance.md)."""
     monkeypatch.setattr(conv, "FLAT_MAX_WASTE", float("inf") if flat else -1.0)
+    monkeypatch.setattr(conv, "FLAT_MIN_CHANNELS", 1)
     rng = np.random.default_rng(3)
     inputs = [
         mb.Tensor(_normal(rng, x_shape), requires_grad=True),

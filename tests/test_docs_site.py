@@ -40,7 +40,7 @@ RUN_NOTEBOOKS = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(RUN_NOTEBOOKS)
 NOTEBOOK_PAGES = [f"notebooks/{p.stem}.html" for p in RUN_NOTEBOOKS.notebooks()]
 DERIVATION_PAGES = sorted(f"derivations/{p.stem}.html" for p in (ROOT / "docs" / "derivations").glob("*.md"))
-RENDERED_PAGES = ["index.html", "architecture.html", "bam.html", *DERIVATION_PAGES, *NOTEBOOK_PAGES]
+RENDERED_PAGES = ["index.html", "architecture.html", "bam.html", "api.html", *DERIVATION_PAGES, *NOTEBOOK_PAGES]
 
 # TeX left as text: delimiters, common commands, or $...$ that MathJax did not take.
 RAW_TEX = re.compile(r"\\[(\[]|\\(frac|sum|partial|mathbf|hat|bar|sigma|odot|qquad|left|right)\b"
@@ -138,7 +138,7 @@ def rendered(site: Path) -> dict[str, str]:
         return dict(zip(RENDERED_PAGES, doms))
 
 
-@pytest.mark.parametrize("page", ["architecture.html", "bam.html", *DERIVATION_PAGES, *NOTEBOOK_PAGES])
+@pytest.mark.parametrize("page", ["architecture.html", "bam.html", "api.html", *DERIVATION_PAGES, *NOTEBOOK_PAGES])
 def test_math_and_diagrams_are_typeset(page: str, site: Path, rendered: dict[str, str]) -> None:
     source = (site / page).read_text(encoding="utf-8")
     dom = rendered[page]
@@ -285,3 +285,18 @@ def test_api_reference_reads_well(site: Path) -> None:
     assert not missing, (
         "api.html lacks public names (add a `::: module` block to docs/api.md): " + ", ".join(missing))
     assert "Tensor" in text
+
+
+def test_citation_names_minibam_bam_and_cbam() -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML comes with the docs extra (MkDocs needs it)")
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert citation["cff-version"] == "1.2.0" and citation["title"].startswith("minibam")
+    assert citation["authors"] and citation["version"]
+    papers = {ref["identifiers"][0]["value"]: ref for ref in citation["references"]}
+    assert papers["arXiv:1807.06514"]["title"].startswith("BAM")
+    assert papers["arXiv:1807.06521"]["title"].startswith("CBAM")
+    for paper in papers.values():
+        assert [a["family-names"] for a in paper["authors"]][2:] == ["Lee", "Kweon"]
+        assert paper["year"] == 2018
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "## How to cite" in readme and "1807.06514" in readme and "1807.06521" in readme

@@ -54,7 +54,7 @@ def minibam(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def test_catalogue_in_teaching_order_with_derivations_and_mistakes():
-    assert NAMES[:2] == ["unbroadcast", "Div"] and NAMES[-3] == "bam_backward"
+    assert NAMES[:2] == ["unbroadcast", "Div"] and NAMES.index("bam_combine_backward") < NAMES.index("bam_backward")
     assert len(NAMES) == len(set(NAMES)) >= 12
     for exercise in EXERCISES:
         page, _, section = exercise.doc.partition("#")
@@ -140,7 +140,7 @@ def test_docs_page_shows_every_mistake():
 def test_other_seeds_draw_other_cases_with_the_same_verdicts(seed):
     """The verdicts do not depend on the seed's luck: solutions pass, mistakes are named
     (the whole BAM, slower, is covered by the seed-0 tests above)."""
-    for exercise in EXERCISES[:-1]:
+    for exercise in (e for e in EXERCISES if e.name != "bam_backward"):
         assert run_check(exercise, solution(exercise.name), seed).passed, exercise.name
         for mistake in exercise.mistakes:
             assert run_check(exercise, mistake.wrong, seed).mistake is mistake, mistake.name
@@ -284,7 +284,7 @@ def test_list_in_teaching_order(capsys):
     listed = json.loads(capsys.readouterr().out)
     assert [e["name"] for e in listed] == NAMES and all(e["title"] for e in listed)
     assert main(["exercises", "list"]) == 0
-    assert "13. bam_backward" in capsys.readouterr().out
+    assert f"{len(NAMES)}. {NAMES[-1]}" in capsys.readouterr().out
     for command in (["exercises", "--help"], ["grade", "--help"], ["exercises", "start", "--help"]):
         assert main(command) == 0
         assert f"usage: minibam {command[0]}" in capsys.readouterr().out

@@ -28,7 +28,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 STRIP = ROOT / "scripts" / "strip_notebooks.py"
-EXPECTED = ["01_autograd", "02_im2col_conv", "03_batchnorm", "04_bam", "05_training", "07_bam_vs_cbam"]
+EXPECTED = ["01_autograd", "02_im2col_conv", "03_batchnorm", "04_bam", "05_training",
+            "06_cluttered_digits", "07_bam_vs_cbam"]
 EXECUTION_NEEDS = ("nbformat", "nbclient", "ipykernel", "matplotlib", "sklearn", "tqdm")
 _spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
 RUN_NOTEBOOKS = importlib.util.module_from_spec(_spec)

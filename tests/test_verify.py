@@ -283,3 +283,18 @@ def test_a_float32_module_with_a_bug_still_fails():
     module = with_bug(TorchBAM(C, R, 2, 4, "official"), "spatial relu forgotten").float()
     report = verify.bam(module, dtype="float32", training=(True,))
     assert not report.passed and report.first_divergence == "spatial_att.gate_s.gate_s_relu_reduce0"
+
+
+def test_the_documented_examples_give_the_documented_verdicts():
+    """docs/verify.md shows these three runs; keep the page honest."""
+    sys.path.insert(0, str(ROOT / "docs" / "examples"))
+    try:
+        from my_bams import BuggyBAM, MyBAM, ReleasedBAM
+    finally:
+        sys.path.pop(0)
+    mine = verify.bam(MyBAM(32))
+    assert mine.passed and mine.variant == "paper" and mine.fingerprint["names"].startswith("structure")
+    released = verify.bam(ReleasedBAM(32))
+    assert released.passed and released.variant == "official-released"
+    buggy = verify.bam(BuggyBAM(32))
+    assert not buggy.passed and buggy.first_divergence == "spatial_att.gate_s.gate_s_relu_reduce0"

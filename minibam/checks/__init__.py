@@ -1,14 +1,14 @@
 """What ``minibam check`` and ``minibam reference`` / ``compare`` verify.
 
-- :mod:`~minibam.checks.compare`: the one comparison of two arrays (tolerances per dtype,
+- `compare`: the one comparison of two arrays (tolerances per dtype,
   the rule for a gradient that is zero by construction), used by all of the below and by
-  :mod:`minibam.verify`;
-- :mod:`~minibam.checks.runner`: one check = analytic backward vs finite differences
+  `minibam.verify`;
+- `runner`: one check = analytic backward vs finite differences
   (and vs PyTorch float64 when it is installed), each case seeded by its name;
-- :mod:`~minibam.checks.catalogue`: every op, with small inputs;
-- :mod:`~minibam.checks.bam`: BAM with random weights, and BAM as a check;
-- :mod:`~minibam.checks.cbam`: CBAM's pooling ops, and CBAM with random weights as a check;
-- :mod:`~minibam.checks.reference`: the ``.npz`` reference case format, written and compared.
+- `catalogue`: every op, with small inputs;
+- `bam`: BAM with random weights, and BAM as a check;
+- `cbam`: CBAM's pooling ops, and CBAM with random weights as a check;
+- `reference`: the ``.npz`` reference case format, written and compared.
 """
 
 from __future__ import annotations

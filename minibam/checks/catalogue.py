@@ -1,7 +1,7 @@
 """The ops ``minibam check`` verifies, each with small float64 inputs and its PyTorch twin.
 
 Each case is ``op(name, minibam_fn, torch_fn, hyper-parameters, **arrays)``: the arrays
-are the inputs differentiated, each a :class:`Draw` (shape and distribution) that the
+are the inputs differentiated, each a `Draw` (shape and distribution) that the
 runner fills from the case's own seed (see ``runner``); ``minibam_fn`` takes
 minibam tensors, ``torch_fn`` takes the torch module first and torch tensors. Inputs
 are kept away from the points where an op is not differentiable (ReLU at 0, log and

@@ -1,6 +1,6 @@
 """CBAM's rows of ``minibam check``: its pooling and gating ops, and the whole module with random weights.
 
-:func:`random_cbam` is what ``check`` (and ``bench``) start from: PyTorch's default
+`random_cbam` is what ``check`` (and ``bench``) start from: PyTorch's default
 initialisation from a seed, and random affine parameters and running statistics for the
 spatial gate's BatchNorm, so that eval mode is not the identity normalisation.
 """

@@ -8,7 +8,7 @@ r"""One comparison of two arrays, shared by ``minibam check``, ``minibam compare
 
 $$|a_i - e_i| \le \text{atol} + \text{rtol}\,|e_i|,$$
 
-with its default tolerances per dtype (:data:`TOLERANCES`: float64 rtol = atol = 1e-7,
+with its default tolerances per dtype (`TOLERANCES`: float64 rtol = atol = 1e-7,
 float32 rtol 1.3e-6, atol 1e-5); NaN or infinity anywhere is a mismatch. ``normwise=True``
 measures every element against the array's largest magnitude instead of its own
 ($|a_i - e_i| \le \text{atol} + \text{rtol} \max_j |e_j|$), so that a near-zero element cannot
@@ -18,7 +18,7 @@ fail an array whose other elements agree; minibam's self-check uses it.
 training-mode batch norm: the normalisation removes any constant shift, so its exact
 gradient is 0) holds only round-off, and round-off divided by 0 is no measure of
 anything. So when the reference array's largest magnitude is at most
-:data:`ZERO_FRACTION` (the square root of the dtype's machine epsilon) times
+`ZERO_FRACTION` (the square root of the dtype's machine epsilon) times
 ``case_scale`` (the largest gradient of the same case), the array is judged on the
 case's scale: $|a_i - e_i| \le \text{atol} + \text{rtol}\cdot\text{case\_scale}$. Round-off
 then passes, and a real error still fails unless it is about rtol times smaller than
@@ -29,7 +29,7 @@ gradient adds up N x H x W terms) beyond what assert_close's float32 tolerances 
 against an exact result. When the reference was computed in float64, the caller can
 measure that round-off by running the reference again in float32: ``noise`` = max
 $|\text{reference in float32} - \text{reference in float64}|$; the allowance is then
-widened by :data:`NOISE_FACTOR` times it. A correct float32 implementation is within a
+widened by `NOISE_FACTOR` times it. A correct float32 implementation is within a
 small multiple of minibam's own float32 error; a bug is not.
 
 ``max_rel`` is always normwise, $\max_i |a_i - e_i| / S$, with $S = \max_i |e_i|$, or
@@ -119,10 +119,10 @@ def compare(name: str, actual: Any, expected: Any, rtol: float | None = None,
             normwise: bool = False, zero_below: float | None = None, noise: float = 0.0) -> Row:
     """Compare ``actual`` with the reference ``expected`` (see the module docstring).
 
-    ``rtol``/``atol`` default to :func:`default_tolerance` of ``expected``'s dtype.
+    ``rtol``/``atol`` default to `default_tolerance` of ``expected``'s dtype.
     ``case_scale``: give it for a gradient (the largest gradient of its case) to apply
     the zero-by-construction rule; leave it out for outputs and buffers. ``zero_below``
-    replaces :func:`zero_fraction` when the reference itself is noisier than round-off
+    replaces `zero_fraction` when the reference itself is noisier than round-off
     (finite differences resolve only ~1e-3 of a case's largest gradient). ``noise``: the
     reference's own float32 round-off (see the module docstring). Raises
     ``ValueError`` naming the array when the shapes differ.
@@ -159,7 +159,7 @@ def compare(name: str, actual: Any, expected: Any, rtol: float | None = None,
 
 
 def relative_error(actual: Any, reference: Any) -> float:
-    """max |actual - reference| / max |reference|: :func:`compare`'s ``max_rel`` alone
+    """max |actual - reference| / max |reference|: `compare`'s ``max_rel`` alone
     (inf for different shapes or a non-finite value)."""
     try:
         return compare("array", actual, reference).max_rel

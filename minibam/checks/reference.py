@@ -30,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from minibam import functional as F
 from minibam.checks.bam import buffer_arrays, random_bam
 from minibam.checks.compare import Row, compare, default_tolerance, largest
 from minibam.nn import BAM, BatchNorm1d, BatchNorm2d, StateDictError
+from minibam.ops.attention import bam_combine
 from minibam.tensor import Tensor
 
 FORMAT = "minibam-bam-reference"
@@ -74,9 +76,18 @@ class BamConfig:
                 f"{'training' if self.training else 'eval'}, {self.dtype}")
 
 
-def _forward_backward(bam: BAM, x: np.ndarray, dy: np.ndarray) -> tuple[Tensor, Tensor]:
+def _forward_backward(bam: BAM, x: np.ndarray, dy: np.ndarray,
+                      pooling: str = "global") -> tuple[Tensor, Tensor]:
+    """``pooling="window"``: the channel branch pools only the top-left H x H window, as
+    the authors' released code does on a non-square map (used to test that hint)."""
     xt = Tensor(x, requires_grad=True)
-    y = bam(xt)
+    if pooling == "window":
+        n, c, h, _ = x.shape
+        mc = bam.channel_att.gate_c(F.global_avg_pool2d(xt[:, :, :h, :h])).reshape(n, c, 1, 1)
+        ms = bam.spatial_att.spatial_map(xt)
+        y = bam_combine(xt, mc, ms, "sum" if bam.variant == "paper" else "product")
+    else:
+        y = bam(xt)
     y.backward(dy)
     return y, xt
 
@@ -228,7 +239,8 @@ def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
     return config, notes
 
 
-def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any) -> dict[str, np.ndarray]:
+def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any,
+         pooling: str = "global") -> dict[str, np.ndarray]:
     """minibam's y, dx, grad.<name> and after.<buffer> for the file's case, in ``dtype``."""
     bam = replace(config, dtype=np.dtype(dtype)).build()
     state = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
@@ -237,7 +249,7 @@ def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any) -> dict[s
     except StateDictError as error:
         raise ReferenceFileError(str(error)) from None
     try:
-        y, xt = _forward_backward(bam, arrays["x"].astype(dtype), arrays["dy"].astype(dtype))
+        y, xt = _forward_backward(bam, arrays["x"].astype(dtype), arrays["dy"].astype(dtype), pooling)
     except ValueError as error:
         raise ReferenceFileError(f"minibam cannot run this case: {error}") from None
     out = {"y": y.data, "dx": xt.grad}
@@ -247,12 +259,12 @@ def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any) -> dict[s
 
 
 def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: float | None = None,
-                      atol: float | None = None) -> list[Row]:
+                      atol: float | None = None, pooling: str = "global") -> list[Row]:
     """Rebuild minibam's BAM from the file, run it on x and dy, compare every array.
 
     minibam computes in float64 whatever the file's dtype (float32 inputs are exact in
     float64), so it is the reference and a difference is the file's error. The test is
-    :func:`minibam.checks.compare.compare`: ``torch.testing.assert_close``'s tolerances for
+    `minibam.checks.compare.compare`: ``torch.testing.assert_close``'s tolerances for
     the file's dtype unless ``rtol``/``atol`` are given, and a gradient that is zero by
     construction (a bias right before a training-mode BatchNorm) judged on the scale of
     the largest gradient. For a float32 file minibam also runs in float32, and
@@ -262,12 +274,12 @@ def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: fl
     rtol = default_rtol if rtol is None else rtol
     atol = default_atol if atol is None else atol
     grads = {k for k in arrays if k.startswith("grad.")}
-    ours = _run(arrays, config, np.float64)
+    ours = _run(arrays, config, np.float64, pooling)
     unknown = sorted(k[len("grad."):] for k in grads - set(ours))
     if unknown:
         raise ReferenceFileError(f"gradients for parameters this BAM does not have: {', '.join(unknown)}")
     # a float32 file: minibam's own float32 round-off is allowed (``compare``'s ``noise``)
-    low = _run(arrays, config, config.dtype) if config.dtype != np.float64 else None
+    low = _run(arrays, config, config.dtype, pooling) if config.dtype != np.float64 else None
     gradient_names = ["dx"] + [k for k in ours if k in grads]
     scale = largest(ours[k] for k in gradient_names)
     names = ["y"] + gradient_names + [k for k in ours if k.startswith("after.") and k in arrays]
@@ -294,33 +306,3 @@ def overrides(arrays: dict[str, np.ndarray], dilation_val: int | None, training:
                    f"(it was made in {'training' if stored_training else 'eval'} mode)")
     return out
 
-
-def hints(arrays: dict[str, np.ndarray], config: BamConfig, notes: list[str], rows: list[Row],
-          given_dilation: bool, given_mode: bool) -> list[str]:
-    """Likely causes of a failed comparison, most likely first (none when every row passed).
-
-    - a non-square x: the released BAM code pools only an H x H window of the map in the
-      channel branch, so every array that depends on the channel branch differs;
-    - an assumed dilation, only when the spatial branch (which alone uses it) differs;
-    - an assumed mode, only when the output or the buffers differ.
-    """
-    failed = [r.name for r in rows if not r.passed]
-    if not failed:
-        return []
-    out = []
-    _, _, h, w = arrays["x"].shape
-    channel_failed = any("channel_att" in name for name in failed)
-    if h != w and (channel_failed or "y" in failed):
-        out.append(f"x is {h}x{w}, not square: the authors' released code pools only the top-left "
-                   f"{h}x{h} window in the channel branch (avg_pool2d with kernel H), minibam the whole "
-                   f"map; a probable cause if the file came from that code (check it with 'minibam verify')")
-    spatial_failed = any("spatial_att" in name for name in failed) or "y" in failed
-    if not given_dilation and config.dilation_conv_num and spatial_failed and \
-            any(n.startswith("dilation_val") for n in notes):
-        out.append(f"the dilation was assumed ({config.dilation_val}): if the file used another, "
-                   f"say --dilation D")
-    mode_assumed = any(n.startswith(("training not stored", "mode not stored")) for n in notes)
-    if not given_mode and mode_assumed and ("y" in failed or any(n.startswith("after.") for n in failed)):
-        out.append(f"the mode was not stored ({'training' if config.training else 'eval'} assumed): "
-                   f"if the file was made the other way, say --{'eval' if config.training else 'train'}")
-    return out

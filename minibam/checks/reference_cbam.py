@@ -1,4 +1,4 @@
-"""CBAM reference cases: the ``.npz`` format of :mod:`minibam.checks.reference`, for CBAM.
+"""CBAM reference cases: the ``.npz`` format of `minibam.checks.reference`, for CBAM.
 
 The same arrays as a BAM case (``x``, ``dy``, ``y``, ``dx``, ``param.<name>`` before the
 pass, ``grad.<name>``, ``after.<buffer>``, ``meta.<field>``), under ``CBAM.state_dict()``
@@ -6,7 +6,7 @@ names, which are those of the authors' released code, so a file written from the
 PyTorch CBAM needs no renaming. ``meta.format`` is ``"minibam-cbam-reference"``;
 ``meta.pool_types`` (e.g. ``"avg,max"``) and ``meta.training`` say what the parameters
 cannot: without them "avg,max" is assumed and the mode is read off the running mean.
-Comparing reuses :func:`minibam.checks.reference.compare_reference`.
+Comparing reuses `minibam.checks.reference.compare_reference`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 r"""Run one check: an op's backward against central finite differences, and against PyTorch.
 
-A :class:`Case` describes one check: ``draw`` makes its input arrays from a random
-generator, ``minibam`` builds a :class:`Probe` from them (the leaf tensors to
+A `Case` describes one check: ``draw`` makes its input arrays from a random
+generator, ``minibam`` builds a `Probe` from them (the leaf tensors to
 differentiate and a deterministic ``run`` of the op: a training-mode batch norm or BAM
 restores its running buffers first), and ``torch`` builds the same probe with PyTorch.
 
 **Seeds.** Every case draws its inputs and upstream gradient from its own generator,
-seeded by the run's seed and the case's name (:func:`case_seed`), so a row holds the
+seeded by the run's seed and the case's name (`case_seed`), so a row holds the
 same numbers whether it runs alone (``-k``), in the default set or in ``--thorough``.
 
 With a random upstream gradient $u$ and $L = \langle u, f(\text{leaves})\rangle$:
@@ -17,7 +17,7 @@ With a random upstream gradient $u$ and $L = \langle u, f(\text{leaves})\rangle$
 - PyTorch, when installed, runs the same case in float64 from the same arrays and $u$,
   and its output, input gradients and updated buffers are compared with minibam's.
 
-Every comparison is :func:`minibam.checks.compare.compare`, normwise: the error of an
+Every comparison is `minibam.checks.compare.compare`, normwise: the error of an
 array is $\max_i |a_i - b_i| / \max_i |b_i|$ with $b$ the reference, and passes at
 ``FD_TOL`` (against finite differences) or ``TORCH_TOL`` (against PyTorch). A gradient
 that is zero by construction (the bias of a layer right before a training-mode batch
@@ -154,7 +154,7 @@ def gradient_rows(analytic: Arrays, reference: Arrays, tol: float,
 
 
 def run_case(case: Case, seed: int = 0, torch: Any = None) -> Result:
-    """Check ``case`` with inputs from :func:`case_seed` (``seed``, its name); never raises
+    """Check ``case`` with inputs from `case_seed` (``seed``, its name); never raises
     for a failing op (the failure is in the Result)."""
     result = Result(case)
     start = time.perf_counter()

@@ -91,7 +91,7 @@ def check_bam_fits(shape: Sequence[int], channels: int, reduction: int, dilated:
     if needed > limit:
         raise UsageError(
             f"{option}: BAM on {shape_str(shape)} with C/r = {hidden} would need about "
-            f"{needed / 2**30:.3g} GiB, more than this machine's {limit / 2**30:.3g} GiB of memory"
+            f"{needed / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB of memory available"
         )
 
 

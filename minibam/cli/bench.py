@@ -82,6 +82,18 @@ def _summary(results: list, markdown: bool) -> None:
         say(f"| {label.replace(',', ', ')} | " + " | ".join(row.get(d, "-") for d in dtypes) + " |")
 
 
+def _load_line(when: str) -> str:
+    """The machine's 1-minute load average, against its core count: above the core
+    count other work was waiting for a core, and every time here is inflated."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this system
+        return f"load average {when}: unknown"
+    cores = os.cpu_count() or 1
+    busy = " (busy: more work than cores, times are inflated)" if load > cores else ""
+    return f"load average {when}: {load:.1f} on {cores} cores{busy}"
+
+
 def run(args: argparse.Namespace) -> int:
     from minibam import bench
 
@@ -116,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         f"median {args.clock} time of {repeat} timed calls after {args.warmup} warm-up calls")
     say("time = median over processes, ±(max-min)/median; ratio = "
         + (f"{sides[0].label} / {sides[1].label} per round, median and range" if len(sides) > 1 else "-"))
+    say(_load_line("at the start"))
     progress = (lambda text: print(f"  ... {text}", file=sys.stderr, flush=True)) if args.verbose else None
     results = []
     for suite in suites:
@@ -130,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
                               reduction=args.reduction)
             results.append((case, m))
             say(_row(m, case.label, memory, args.markdown))
+    say("\n" + _load_line("at the end"))
     untrusted = [case for case, m in results if not m.trusted]
     if args.markdown:
         _summary(results, args.markdown)

@@ -10,10 +10,10 @@ from minibam.cli._common import int_at_least, non_negative_float, say, shape_str
 
 def run(args: argparse.Namespace) -> int:
     from minibam.checks.compare import NOISE_FACTOR, default_tolerance, worst
+    from minibam.checks.hints import hints
     from minibam.checks.reference import (
         ReferenceFileError,
         compare_reference,
-        hints,
         infer_config,
         load_arrays,
         overrides,
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if cbam and pools is not None and stored_pools is not None and pools != tuple(str(stored_pools).split(",")):
         changed.append(f"--pool-types {','.join(pools)} overrides the file's meta.pool_types = {stored_pools}")
     likely = (cbam_hints(config, notes, rows, pools is not None) if cbam else
-              hints(arrays, config, notes, rows, args.dilation is not None, training is not None))
+              hints(arrays, config, notes, rows, args.rtol, args.atol, args.dilation is not None,
+                     training is not None))
     missing = [f"grad.{k}" for k, _ in config.build().named_parameters() if f"grad.{k}" not in arrays]
     if args.json:
         print(json.dumps({
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         if failed or not note.startswith(("dilation_val not stored", "training not stored", "mode not stored")):
             say(f"  note: {note}")
-    for r in sorted(failed, key=lambda r: -r.max_rel)[:3] or [worst(rows)]:
+    failed = sorted(failed, key=lambda r: -r.max_rel)
+    for r in failed[:3] or [worst(rows)]:
         say(f"  {'worst' if not failed else 'differs'}: {r.name} {shape_str(r.shape)}, max rel {r.max_rel:.1e}, "
             f"{r.mismatched} of {r.size} elements beyond tolerance (at {list(r.worst_index)}: "
             f"file {r.actual:.6g}, minibam {r.expected:.6g})")

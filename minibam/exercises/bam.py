@@ -72,10 +72,11 @@ def _combine_by_hand(grad, x, mc, ms, combine, one_plus=True, rule=None, own_map
     return dx, (ds * weight_c).sum(axis=(2, 3), keepdims=True), (ds * weight_s).sum(axis=1, keepdims=True)
 
 
-def _combine_fault(swap_rules: bool = False, **fault: bool):
+def _combine_fault(swap_rules: bool = False, swap_outputs: bool = False, **fault: bool):
     def wrong(grad, x, mc, ms, combine):
         rule = {"sum": "product", "product": "sum"}[combine] if swap_rules else None
-        return _combine_by_hand(grad, x, mc, ms, combine, rule=rule, **fault)
+        dx, dmc, dms = _combine_by_hand(grad, x, mc, ms, combine, rule=rule, **fault)
+        return (dx, dms, dmc) if swap_outputs else (dx, dmc, dms)
 
     return wrong
 
@@ -112,6 +113,10 @@ COMBINE = Exercise(
                 "With a sum both maps receive the same d(loss)/da, reduced over different axes; "
                 "with a product each is weighted by the other map. Use the rule of `combine`.",
                 COMBINE_DOC, _combine_fault(swap_rules=True)),
+        Mistake("branch gradients returned swapped",
+                "grad_mc has the channel map's shape (N, C, 1, 1): a sum over H and W; grad_ms the "
+                "spatial map's (N, 1, H, W): a sum over the channels.", COMBINE_DOC,
+                _combine_fault(swap_outputs=True)),
         Mistake("product: each branch weighted by its own map",
                 "d(mc*ms)/dmc = ms: the channel map's gradient is weighted by the spatial map, "
                 "and the other way round.", COMBINE_DOC, _combine_fault(own_map=True)),

@@ -52,8 +52,9 @@ def _code(text: str) -> dict[str, Any]:
 
 def exercise_cells(number: int, exercise: Exercise) -> list[dict[str, Any]]:
     page, _, section = exercise.doc.partition("#")
+    heading = section.replace("-", " ").capitalize()
     intro = (f"## {number}. {exercise.title}\n\n{exercise.intro}\n\n"
-             f"**Derivation:** `docs/{page}`, section `#{section}`.")
+             f"**Derivation:** `docs/{page}`, section \"{heading}\".")
     return [_markdown(intro), _code(exercise.stub.rstrip()), _code(f"check({exercise.name})")]
 
 

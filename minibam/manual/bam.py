@@ -33,6 +33,8 @@ the running statistics. The caller's arrays are never written to: the buffers af
 pass come back as new arrays in ``cache["running"]``.
 """
 
+import os
+
 import numpy as np
 
 MOMENTUM = 0.1  # PyTorch's BatchNorm default, used by every BN in BAM
@@ -65,7 +67,7 @@ def bn_di(i: int) -> str:
 
 
 # inf and nan come back as values, never as warnings, as in PyTorch and the rest of
-# minibam (docs/guarantees.md, "Warnings").
+# minibam (docs/guarantees.md, "Warnings: none for inf and nan").
 @np.errstate(all="ignore")
 def bam_forward(
     x: np.ndarray,
@@ -399,12 +401,14 @@ def _check_inputs(
 ) -> tuple[np.ndarray, int]:
     """Validate everything up front, as ``F.batch_norm`` and ``nn.BAM`` do; return x as a
     float array and n, the dilated-conv count."""
-    if variant not in ("paper", "official"):
+    if not isinstance(variant, str) or variant not in ("paper", "official"):
         raise ValueError(f"bam_forward: variant must be 'paper' or 'official', got {variant!r}")
     if isinstance(dilation_val, (bool, np.bool_)) or not isinstance(dilation_val, (int, np.integer)):
         raise TypeError(f"bam_forward: dilation_val must be an int, got {dilation_val!r}")
     if dilation_val < 1:
         raise ValueError(f"bam_forward: dilation_val must be >= 1, got {dilation_val!r}")
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"bam_forward: training must be a bool, got {training!r}")
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
         raise TypeError(f"bam_forward: eps must be a real number, got {eps!r}")
     if not (eps > 0 if training else eps >= 0) or eps == np.inf:
@@ -418,7 +422,17 @@ def _check_inputs(
     F = _real_array(x, "x", "bam_forward")
     if F.ndim != 4:
         raise ValueError(f"bam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
-    N, C = F.shape[:2]
+    N, C, H, W = F.shape
+    if H == 0 or W == 0:
+        raise ValueError(f"bam_forward: x has an empty H x W plane (shape {F.shape}); the "
+                         f"channel branch averages over it")
+    # The dilated convolutions' columns: 9 copies of the padded reduced map.
+    cols = 9 * N * C * (H + 2 * dilation_val) * (W + 2 * dilation_val) * F.dtype.itemsize
+    if cols > _memory_limit():
+        raise ValueError(
+            f"bam_forward: dilation_val={dilation_val} on x of shape {F.shape} would need "
+            f"{cols / 2**30:.3g} GiB for the dilated convolutions, more than the memory available"
+        )
     if training and N < 2:
         raise ValueError(
             f"bam_forward: training needs a batch of at least 2 (batch statistics of the "
@@ -462,6 +476,14 @@ def _check_inputs(
             + "; ".join(wrong)
         )
     return F, n
+
+
+def _memory_limit() -> int:
+    """Physical memory in bytes (2**62 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 1 << 62
 
 
 def _real_array(value: object, name: str, fn: str) -> np.ndarray:

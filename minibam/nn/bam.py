@@ -20,7 +20,7 @@ from minibam import _config
 from minibam import functional as F
 from minibam.nn.layers import BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Linear, ReLU, checked_int
 from minibam.nn.module import Module, Sequential
-from minibam.ops._checks import require_tensor
+from minibam.ops._checks import check_fits, require_tensor
 from minibam.ops.attention import bam_combine
 from minibam.tensor import Tensor
 
@@ -40,6 +40,8 @@ def _reduced(gate_channel: Any, reduction_ratio: Any) -> int:
         raise ValueError(
             f"BAM: gate_channel={gate_channel} is not divisible by reduction_ratio={reduction_ratio}"
         )
+    check_fits("BAM", "the channel MLP's weights", (2, gate_channel, gate_channel // reduction_ratio), 8,
+               " (gate_channel x gate_channel / reduction_ratio)")
     return gate_channel // reduction_ratio
 
 
@@ -106,6 +108,10 @@ class SpatialGate(Module):
         hidden = _reduced(gate_channel, reduction_ratio)
         dilation_conv_num = checked_int(dilation_conv_num, "dilation_conv_num", "BAM", minimum=0)
         dilation_val = checked_int(dilation_val, "dilation_val", "BAM")
+        # Every dilated layer is a conv, a batch norm and a ReLU of their own: refuse a count
+        # whose parameters (and about 4 kB of Python objects per layer) cannot fit.
+        check_fits("BAM", "the dilated layers' parameters", (dilation_conv_num, 9 * hidden * hidden + 4 * hidden + 512),
+                   8, " (dilation_conv_num x layer size)")
         self.gate_channel = int(gate_channel)
         self.variant = _check_variant(variant)
         g = Sequential()

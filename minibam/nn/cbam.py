@@ -24,7 +24,7 @@ from minibam import _config
 from minibam import functional as F
 from minibam.nn.layers import BatchNorm2d, Conv2d, Flatten, Linear, ReLU, checked_int
 from minibam.nn.module import Module, Sequential
-from minibam.ops._checks import require_tensor
+from minibam.ops._checks import flag, require_tensor
 from minibam.tensor import Tensor
 
 # Plane pools of the channel gate, by the names of the released code's pool_types.
@@ -144,7 +144,7 @@ class CBAM(Module):
         self.gate_channels = self.ChannelGate.gate_channels
         self.reduction_ratio = int(reduction_ratio)
         self.pool_types = self.ChannelGate.pool_types
-        self.no_spatial = bool(no_spatial)
+        self.no_spatial = flag(no_spatial, "no_spatial", "CBAM")
         if not self.no_spatial:
             self.SpatialGate = CBAMSpatialGate()
 

@@ -14,7 +14,7 @@ import numpy as np
 from minibam import functional as F
 from minibam.nn import init
 from minibam.nn.module import Module, Parameter
-from minibam.ops._checks import integer, pair, require_tensor
+from minibam.ops._checks import check_fits, flag, integer, pair, require_tensor
 from minibam.tensor import Tensor
 
 
@@ -30,6 +30,9 @@ class Linear(Module):
         super().__init__()
         self.in_features = checked_int(in_features, "in_features", "Linear")
         self.out_features = checked_int(out_features, "out_features", "Linear")
+        bias = flag(bias, "bias", "Linear")
+        check_fits("Linear", "weight", (self.out_features, self.in_features), 8,
+                   " (in_features x out_features)")
         self.weight = Parameter(np.empty((self.out_features, self.in_features)))
         if bias:
             self.bias = Parameter(np.empty(self.out_features))
@@ -64,6 +67,9 @@ class Conv2d(Module):
         self.stride = pair(stride, "stride", "Conv2d", 1)
         self.padding = pair(padding, "padding", "Conv2d", 0)
         self.dilation = pair(dilation, "dilation", "Conv2d", 1)
+        bias = flag(bias, "bias", "Conv2d")
+        check_fits("Conv2d", "weight", (self.out_channels, self.in_channels, *self.kernel_size), 8,
+                   " (out_channels, in_channels, kernel_size)")
         self.weight = Parameter(np.empty((self.out_channels, self.in_channels, *self.kernel_size)))
         if bias:
             self.bias = Parameter(np.empty(self.out_channels))
@@ -102,6 +108,7 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         self.num_features = checked_int(num_features, "num_features", name)
+        check_fits(name, "each parameter", (self.num_features,), 8, " (num_features)")
         for arg, value in (("eps", eps), ("momentum", momentum)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
                 raise TypeError(f"{name}: {arg} must be a real number, got {value!r}")
@@ -111,8 +118,8 @@ class _BatchNorm(Module):
             raise ValueError(f"{name}: momentum must be in [0, 1] or None, got {momentum!r}")
         self.eps = float(eps)
         self.momentum = momentum
-        self.affine = bool(affine)
-        self.track_running_stats = bool(track_running_stats)
+        self.affine = flag(affine, "affine", name)
+        self.track_running_stats = flag(track_running_stats, "track_running_stats", name)
         if self.affine:
             self.weight = Parameter(np.ones(self.num_features))
             self.bias = Parameter(np.zeros(self.num_features))
@@ -179,11 +186,15 @@ class BatchNorm2d(_BatchNorm):
 
 
 class ReLU(Module):
+    r"""$\max(x, 0)$ elementwise, as a module: [`relu`][minibam.ops.activation.relu]."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)
 
 
 class Sigmoid(Module):
+    r"""$\sigma(x) = 1 / (1 + e^{-x})$ elementwise, as a module: [`sigmoid`][minibam.ops.activation.sigmoid]."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.sigmoid(x)
 

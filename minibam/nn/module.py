@@ -280,6 +280,8 @@ class Module:
         (any saved before PyTorch 0.4.1 added that buffer) still loads: the counter
         keeps its current value.
         """
+        if not isinstance(strict, (bool, np.bool_)):
+            raise TypeError(f"load_state_dict: strict must be a bool, got {strict!r}")
         if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state).__name__}")
         entries = {key: (module, registry, name) for key, module, registry, name in self._state_entries()}

@@ -48,6 +48,10 @@ class BAMNet(Module):
             checked_int(width, f"widths[{i}]", "BAMNet")
         checked_int(in_channels, "in_channels", "BAMNet")
         checked_int(num_classes, "num_classes", "BAMNet")
+        checked_int(reduction_ratio, "reduction_ratio", "BAMNet")
+        checked_int(dilation_val, "dilation_val", "BAMNet")
+        if not isinstance(variant, str):
+            raise ValueError(f"BAMNet: variant must be 'paper' or 'official', got {variant!r}")
         if not (attention is None or isinstance(attention, str)) or attention not in ATTENTION:
             raise ValueError(f"BAMNet: attention must be one of {ATTENTION}, got {attention!r}")
         self.attention = attention if use_bam else None

@@ -42,8 +42,10 @@ def integer(value: Any, name: str, op: str, minimum: int | None = None) -> int:
 
 
 def flag(value: Any, name: str, op: str) -> bool:
-    """A yes/no argument: a bool (Python or NumPy), as PyTorch requires."""
-    if not isinstance(value, (bool, np.bool_)):
+    """A yes/no argument: a bool (Python or NumPy), or the int 0 or 1."""
+    if not isinstance(value, (bool, np.bool_)) and not (
+        isinstance(value, (int, np.integer)) and value in (0, 1)
+    ):
         raise TypeError(f"{op}: {name} must be a bool, got {_describe(value)}")
     return bool(value)
 
@@ -77,23 +79,32 @@ def _describe(value: Any) -> str:
 
 
 def memory_limit() -> int:
-    """Bytes one array may take: the machine's physical memory (or 2**62 if unknown).
+    """Bytes one array may take: the memory this machine has available now (Linux's
+    MemAvailable), else its physical memory, else 2**62.
 
     NumPy asked for more either raises ``MemoryError`` or, worse, succeeds lazily and
-    the process is killed later; a request above this is refused up front instead."""
+    the process (or a neighbour) is killed later; a request above this is refused up
+    front instead."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, OSError, ValueError):
         return 1 << 62
 
 
-def check_fits(op: str, what: str, shape: tuple[int, ...], itemsize: int) -> None:
+def check_fits(op: str, what: str, shape: tuple[int, ...], itemsize: int, because: str = "") -> None:
     """``ValueError`` naming ``op`` if an array of ``shape`` could not fit in memory."""
     nbytes = itemsize
     for n in shape:
         nbytes *= n
     if nbytes > memory_limit():
         raise ValueError(
-            f"{op}: {what} of shape {tuple(shape)} would need {nbytes / 2**30:.3g} GiB, more "
-            f"than this machine's {memory_limit() / 2**30:.3g} GiB of memory"
+            f"{op}: {what} of shape {tuple(shape)}{because} would need {nbytes / 2**30:.3g} GiB, "
+            f"more than the {memory_limit() / 2**30:.3g} GiB of memory available"
         )

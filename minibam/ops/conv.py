@@ -84,8 +84,10 @@ def check_sizes(op: str, shape: tuple[int, ...], g: Geometry, itemsize: int) -> 
     before NumPy is asked for it (padding=10**12 would otherwise be a MemoryError)."""
     n, c, h, w = shape
     (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
-    check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize)
-    check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize)
+    check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize,
+               f" (padding {g.padding})")
+    check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize,
+               f" (kernel_size {g.kernel}, stride {g.stride}, padding {g.padding}, dilation {g.dilation})")
 
 
 def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
@@ -137,9 +139,9 @@ def fold(
 def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
     """``x`` zero-padded, each (channel) plane flattened: (N, C, Hp * Wp + tail), and Wp.
 
-    The layout of the stride-1 path (see :class:`Conv2d`): in it, kernel offset (i, j)
+    The layout of the stride-1 path (see `Conv2d`): in it, kernel offset (i, j)
     reads, for every output pixel at once, one contiguous run of ``oH * Wp`` values
-    starting at :func:`flat_offset`. The ``(kW - 1) dW`` zeros of the tail let the last
+    starting at `flat_offset`. The ``(kW - 1) dW`` zeros of the tail let the last
     offset's run end inside the buffer.
     """
     n, c, h, w = x.shape
@@ -151,7 +153,7 @@ def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
 
 
 def flat_offset(g: Geometry, wp: int, i: int, j: int) -> int:
-    """Where kernel offset (i, j)'s run starts in :func:`pad_flat`'s layout."""
+    """Where kernel offset (i, j)'s run starts in `pad_flat`'s layout."""
     return i * g.dilation[0] * wp + j * g.dilation[1]
 
 
@@ -234,13 +236,13 @@ class Conv2d(Function):
     "Forward as a matrix product", "Backward" and "1x1 convolution".
 
     Any other stride-1 convolution (BAM's dilated 3x3 ones) skips im2col too: on the
-    zero-padded input with each plane flattened (:func:`pad_flat`, row length Wp), the
+    zero-padded input with each plane flattened (`pad_flat`, row length Wp), the
     values kernel offset (i, j) reads for all output pixels form one contiguous run
     starting at $i d_H W_p + j d_W$, if the output is computed on rows of Wp values
     and the last Wp - oW of each row thrown away. So
     $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$ is kH kW matrix products on views, with no
     copy of x kH kW times; the backward runs the same sums transposed
-    (:func:`_flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
+    (`_flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
     without im2col".
     """
 
@@ -297,23 +299,26 @@ class Conv2d(Function):
         return gx, gw, gb
 
 
-# When the flat layout beats im2col (measured with benchmarks/bench_conv.py and the
-# sweep in docs/performance.md): few input channels, where im2col's copies cost more
-# than the small products, and little waste, the Wp - oW discarded values of each row.
+# When the flat layout beats im2col (measured in docs/performance.md, section
+# "Stride-1 convolutions without im2col"): few input channels, where im2col's copies cost more
+# than the small products, but not one to three, where each product sums over so few
+# terms that BLAS runs far below speed; and little waste, the Wp - oW discarded values
+# of each row.
+FLAT_MIN_CHANNELS = 4
 FLAT_MAX_CHANNELS = 16
 FLAT_MAX_WASTE = 0.2
 
 
 def _flat_pays(channels: int, width: int, g: Geometry) -> bool:
-    """Whether a convolution takes the stride-1 flat path (see :class:`Conv2d`)."""
-    if g.stride != (1, 1) or g.is_pointwise or channels > FLAT_MAX_CHANNELS:
+    """Whether a convolution takes the stride-1 flat path (see `Conv2d`)."""
+    if g.stride != (1, 1) or g.is_pointwise or not FLAT_MIN_CHANNELS <= channels <= FLAT_MAX_CHANNELS:
         return False
     wp = width + 2 * g.padding[1]
     return wp - g.out[1] <= FLAT_MAX_WASTE * g.out[1]
 
 
 def _flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on :func:`pad_flat`'s layout.
+    r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on `pad_flat`'s layout.
 
     Returns y as (N, O, oH * oW) and the padded input (kept for dW).
     """
@@ -335,7 +340,7 @@ def _flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.nd
 
 def _flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray, x_shape: tuple[int, ...],
                    g: Geometry, need_x: bool, need_w: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    r"""Stride-1 backward on :func:`pad_flat`'s layout: per kernel offset (i, j),
+    r"""Stride-1 backward on `pad_flat`'s layout: per kernel offset (i, j),
     $\bar W_{:,:,i,j} = \sum_n \bar Y_n X_{n,(i,j)}^\top$ and
     $\bar X_{(i,j)} \mathrel{+}= W_{:,:,i,j}^\top \bar Y$, then the padding is cut off."""
     n, c, h, w = x_shape

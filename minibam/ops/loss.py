@@ -56,7 +56,8 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
         raise TypeError(f"cross_entropy: targets must be integer class indices, got dtype {targets.dtype}")
     if targets.shape != (logits.shape[0],):
         raise ValueError(
-            f"cross_entropy: targets must have shape ({logits.shape[0]},), got {targets.shape}"
+            f"cross_entropy: targets must have shape ({logits.shape[0]},) to match logits of "
+            f"shape {logits.shape}, got {targets.shape}"
         )
     if targets.size and (not np.all(np.equal(np.mod(targets, 1), 0))
                          or targets.min() < 0 or targets.max() >= logits.shape[1]):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from minibam.function import Context, Function
-from minibam.ops._checks import optional_tensor, require_tensor
+from minibam.ops._checks import flag, optional_tensor, require_tensor
 from minibam.tensor import Tensor
 
 _OP = "batch_norm"
@@ -214,7 +214,7 @@ def batch_norm(
             )
     momentum = _real(momentum, "momentum")
     eps = _real(eps, "eps")
-    training = bool(training)
+    training = flag(training, "training", _OP)
     if (mean_buf is None) != (var_buf is None):
         raise ValueError(
             f"{_OP}: running_mean and running_var must either both be None or neither be None"

@@ -110,7 +110,7 @@ def _check_permutation(axes: tuple, ndim: int, op: str) -> tuple[int, ...]:
     if sorted(a % max(ndim, 1) for a in axes) != list(range(ndim)) or any(
         not -ndim <= a < ndim for a in axes
     ):
-        raise ValueError(f"{op}: {axes} is not a permutation of the {ndim} axes")
+        raise ValueError(f"{op}: axes {axes} are not a permutation of the {ndim} axes of x")
     return tuple(a % ndim for a in axes)
 
 
@@ -167,6 +167,6 @@ def getitem(x: Tensor, index: Any) -> Tensor:
         )
     try:
         np.empty(x.shape, dtype=np.bool_)[index]
-    except IndexError as e:
-        raise IndexError(f"index {index!r} is invalid for shape {x.shape}: {e}") from None
+    except (IndexError, OverflowError):
+        raise IndexError(f"index {index!r} is out of range for a tensor of shape {x.shape}") from None
     return GetItem.apply(x, index=index)

@@ -4,12 +4,12 @@
     report = verify.bam(MyBAM(64))
     assert report.passed, report
 
-``verify.bam`` (:mod:`minibam.verify.bam`) checks a BAM against every known variant
+``verify.bam`` (`minibam.verify.bam`) checks a BAM against every known variant
 (``verify.VARIANTS``) and says which it is, or the closest and where it first departs.
-``verify.cbam`` (:mod:`minibam.verify.cbam`) does the same for CBAM against the released
+``verify.cbam`` (`minibam.verify.cbam`) does the same for CBAM against the released
 code and the known port bugs (``verify.CBAM_VARIANTS``).
 The generic machinery (copy, randomise, run, compare, report) is
-:mod:`minibam.verify.harness` and :mod:`minibam.verify.report`. PyTorch is imported only
+`minibam.verify.harness` and `minibam.verify.report`. PyTorch is imported only
 when a check runs; ``import minibam.verify`` does not import it. See docs/verify.md.
 """
 

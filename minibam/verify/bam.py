@@ -6,8 +6,8 @@
 The BAM-specific part: placing the user's parameters under minibam's names (the
 authors' names as they are, ``key_map``, or by structure), the fingerprint (C, r, the
 dilated convs and their dilation, read from the module) and the known variants
-(:mod:`minibam.verify.bam_variants`). Copying, randomising, running and comparing are
-the generic :mod:`minibam.verify.harness`.
+(`minibam.verify.bam_variants`). Copying, randomising, running and comparing are
+the generic `minibam.verify.harness`.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def bam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | No
             label = f"{'train' if mode else 'eval'} ({','.join(map(str, shape))})"
             try:
                 theirs = harness.run_torch(twin, x, dy, mode, their_buffers)
-            except ValueError:
+            except harness.ModuleError:
                 raise
             except Exception as error:  # the module's own failure on this shape is a finding
                 notes.append(f"{label}: the module raised {type(error).__name__}: {str(error).splitlines()[0]}")

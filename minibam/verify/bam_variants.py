@@ -2,7 +2,7 @@
 
 Every variant is minibam's BAM layers (``nn.BAM``, the authors' child names) with three
 choices: whether a BatchNorm closes each branch, how the branches are combined, and
-how the channel branch pools. :func:`run_variant` runs one forward and backward pass
+how the channel branch pools. `run_variant` runs one forward and backward pass
 step by step so that the input and output of every layer can be compared with the
 user's (their forward hooks).
 """

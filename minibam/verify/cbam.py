@@ -9,7 +9,7 @@ layers in call order, a 2-to-1 convolution, a one-channel batch norm), the finge
 (C, r, pool types, the spatial gate), and the known variants: the released code, and
 the port mistakes seen in the wild, each written out on minibam's layers so that a
 module that makes one is named. Copying, randomising, running and comparing are the
-generic :mod:`minibam.verify.harness`, and the report is BAM's.
+generic `minibam.verify.harness`, and the report is BAM's.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def cbam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | N
          training: Sequence[bool] = (True, False), dtype: str = "float64",
          key_map: Mapping[str, str] | None = None, seed: int = 0) -> Report:
     """Check a PyTorch CBAM against the released code and the known port bugs (see
-    ``docs/verify.md``); the same report as :func:`minibam.verify.bam`. ``passed`` only
+    ``docs/verify.md``); the same report as `minibam.verify.bam`. ``passed`` only
     when the module matches the released code; a module that makes a known port mistake
     fails with ``variant`` naming it."""
     start = time.perf_counter()

@@ -4,9 +4,9 @@ Nothing here knows what BAM is: it copies the user's module (``copy.deepcopy``, 
 caller's object is never touched), gives every parameter and batch-norm buffer random
 non-trivial values, runs the copy forward and backward under a random upstream gradient
 while forward hooks record each parameterised layer's input and output, and compares
-the results with minibam's through :func:`minibam.checks.compare.compare`. A module's
+the results with minibam's through `minibam.checks.compare.compare`. A module's
 specifics (which minibam model to build, how names map) live beside it, e.g.
-:mod:`minibam.verify.bam`.
+`minibam.verify.bam`.
 
 torch is imported by the functions that need it, never at module import.
 """
@@ -23,6 +23,11 @@ import numpy as np
 from minibam.checks.compare import Row, compare, largest
 
 Arrays = dict[str, np.ndarray]
+
+
+class ModuleError(ValueError):
+    """The user's module cannot be checked at all (it fails on a plain input, or returns
+    the wrong shape): bad input, as opposed to a module that runs and differs."""
 
 
 def import_torch() -> Any:
@@ -116,7 +121,7 @@ def call_order(module: Any, x: np.ndarray) -> list[str]:
         with torch.no_grad():
             twin(torch.as_tensor(x, dtype=next(twin.parameters()).dtype))
     except Exception as error:
-        raise ValueError(f"verify: the module fails on an input of shape {x.shape}: "
+        raise ModuleError(f"verify: the module fails on an input of shape {x.shape}: "
                          f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}") from None
     finally:
         for h in handles:
@@ -154,7 +159,7 @@ def run_torch(module: Any, x: np.ndarray, dy: np.ndarray, training: bool,
         y = module(xt)
         if not torch.is_tensor(y) or tuple(y.shape) != tuple(x.shape):
             got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
-            raise ValueError(f"verify: the module's output is {got} for an input of shape {tuple(x.shape)}; "
+            raise ModuleError(f"verify: the module's output is {got} for an input of shape {tuple(x.shape)}; "
                              f"an attention module must return its input's shape")
         y.backward(torch.as_tensor(dy, dtype=dtype))
     finally:
@@ -180,12 +185,16 @@ def compare_runs(label: str, theirs: Run, ours: Run, rtol: float, atol: float,
     rows use ours. Gradients share the case's scale (the zero-by-construction rule).
     ``ours_low``: the same run of ours in float32, whose distance from ``ours`` is the
     round-off allowance of a float32 check (``compare``'s ``noise``)."""
-    low = ours_low or Run(None, None, {}, {})  # type: ignore[arg-type]
-    grad_pairs = [("dx", theirs.dx, ours.dx, low.dx)]
-    grad_pairs += [(f"grad.{names[k]}", g, ours.grads[names[k]], low.grads.get(names[k]))
+    def low(kind: str, name: str = "") -> np.ndarray | None:
+        if ours_low is None:
+            return None
+        return getattr(ours_low, kind) if not name else getattr(ours_low, kind).get(name)
+
+    grad_pairs = [("dx", theirs.dx, ours.dx, low("dx"))]
+    grad_pairs += [(f"grad.{names[k]}", g, ours.grads[names[k]], low("grads", names[k]))
                    for k, g in theirs.grads.items()]
     scale = largest(pair[2] for pair in grad_pairs)
-    rows = [compare(f"{label} y", theirs.y, ours.y, rtol, atol, noise=_noise(low.y, ours.y))]
+    rows = [compare(f"{label} y", theirs.y, ours.y, rtol, atol, noise=_noise(low("y"), ours.y))]
     rows += [compare(f"{label} {n}", a, e, rtol, atol, case_scale=scale, noise=_noise(lo, e))
              for n, a, e, lo in grad_pairs]
     for k, b in theirs.buffers.items():
@@ -193,7 +202,7 @@ def compare_runs(label: str, theirs: Run, ours: Run, rtol: float, atol: float,
         exact = b.dtype.kind in "iu"
         rows.append(compare(f"{label} after.{names[k]}", b.reshape(expected.shape), expected,
                             0.0 if exact else rtol, 0.0 if exact else atol,
-                            noise=0.0 if exact else _noise(low.buffers.get(names[k]), expected)))
+                            noise=0.0 if exact else _noise(low("buffers", names[k]), expected)))
     return rows
 
 
