@@ -39,3 +39,18 @@ def test_verify_names_a_directory_and_a_factory_that_exits(tmp_path, capsys):
     user.write_text("import sys\n\ndef exits():\n    sys.exit(4)\n\ndef number():\n    return 4\n")
     assert "exits() raised SystemExit: 4" in one_line_error(capsys, "verify", f"{user}:exits")
     assert "number() gave an int, not a torch.nn.Module" in one_line_error(capsys, "verify", f"{user}:number")
+
+
+def test_exercises_check_says_what_was_passed_wrongly(capsys):
+    from minibam.exercises import check
+
+    with pytest.raises(TypeError, match=r"give your solution too, check\('Sigmoid', your_function\)"):
+        check("Sigmoid")
+    with pytest.raises(TypeError, match="to check as 'unbroadcast', got int"):
+        check("unbroadcast", 42)
+
+    def sigmoid(x):  # a plain function where the exercise wants a Function class
+        return x
+
+    assert check("Sigmoid", sigmoid) is False
+    assert "your function is not a Function class (it has no forward and backward)" in capsys.readouterr().out
