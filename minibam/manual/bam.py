@@ -67,7 +67,7 @@ def bn_di(i: int) -> str:
 
 
 # inf and nan come back as values, never as warnings, as in PyTorch and the rest of
-# minibam (docs/guarantees.md, "Warnings").
+# minibam (docs/guarantees.md, "Warnings: none for inf and nan").
 @np.errstate(all="ignore")
 def bam_forward(
     x: np.ndarray,
