@@ -3,6 +3,8 @@ exit status 2, never a traceback, and nothing is written."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from minibam.cli import main
@@ -54,3 +56,38 @@ def test_exercises_check_says_what_was_passed_wrongly(capsys):
 
     assert check("Sigmoid", sigmoid) is False
     assert "your function is not a Function class (it has no forward and backward)" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def torch_bam():
+    pytest.importorskip("torch")
+    from torch_bam import TorchBAM
+
+    return TorchBAM(8, 2, 2, 4, "official")
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"shapes": [(2, 4, 5, 5)]}, ValueError, "shape (2, 4, 5, 5) has C=4, the module takes C=8"),
+    ({"shapes": (2, 8, 5, 5)}, TypeError, "shapes must be a sequence of (N, C, H, W) shapes"),
+    ({"shapes": [(2, 8, 5.0, 5)]}, TypeError, "shapes must be a sequence of (N, C, H, W) shapes"),
+    ({"shapes": [(10**5, 8, 10**4, 10**4)]}, ValueError, "more than the"),
+    ({"seed": -1}, ValueError, "seed must be a non-negative integer, got -1"),
+])
+def test_verify_refuses_bad_arguments_before_running_anything(torch_bam, kwargs, error, words):
+    from minibam import verify
+
+    for function in (verify.bam, verify.cbam):
+        with pytest.raises(error) as raised:
+            function(torch_bam, **kwargs)
+        assert str(raised.value).startswith(f"verify.{function.__name__}: ")
+        assert words in str(raised.value)
+
+
+def test_cli_verify_refuses_a_huge_shape_in_one_line(tmp_path, capsys):
+    pytest.importorskip("torch")
+    user = tmp_path / "user.py"
+    tests = str(Path(__file__).parent)
+    user.write_text(f"import sys\nsys.path.insert(0, {tests!r})\nfrom torch_bam import TorchBAM\n\n"
+                    "def Net():\n    return TorchBAM(8, 2, 2, 4, 'official')\n")
+    err = one_line_error(capsys, "verify", f"{user}:Net", "--shape", "100000,8,10000,10000")
+    assert "verify.bam: an input of shape (100000, 8, 10000, 10000)" in err and "GiB" in err
