@@ -91,3 +91,23 @@ def test_cli_verify_refuses_a_huge_shape_in_one_line(tmp_path, capsys):
                     "def Net():\n    return TorchBAM(8, 2, 2, 4, 'official')\n")
     err = one_line_error(capsys, "verify", f"{user}:Net", "--shape", "100000,8,10000,10000")
     assert "verify.bam: an input of shape (100000, 8, 10000, 10000)" in err and "GiB" in err
+
+
+def test_verify_cbam_names_a_swapped_channel_pool():
+    torch = pytest.importorskip("torch")
+    from torch_cbam import SpatialGate, TorchCBAM
+
+    class MeanThenMax(SpatialGate):  # a port that stacks [mean; max] instead of [max; mean]
+        def forward(self, x):
+            pooled = torch.stack([x.mean(dim=1), x.max(dim=1).values], dim=1)
+            return x * torch.sigmoid(self.spatial(pooled))
+
+    from minibam import verify
+
+    model = TorchCBAM(16, 4)
+    model.SpatialGate = MeanThenMax()
+    report = verify.cbam(model, shapes=[(3, 16, 5, 6)], training=(True,))
+    assert not report.passed and report.variant is None and report.first_divergence == "SpatialGate"
+    assert "must stack [max; mean]" in str(report)
+    # the right order is not flagged
+    assert verify.cbam(TorchCBAM(16, 4), shapes=[(3, 16, 5, 6)], training=(True,)).passed
