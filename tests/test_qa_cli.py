@@ -111,3 +111,34 @@ def test_verify_cbam_names_a_swapped_channel_pool():
     assert "must stack [max; mean]" in str(report)
     # the right order is not flagged
     assert verify.cbam(TorchCBAM(16, 4), shapes=[(3, 16, 5, 6)], training=(True,)).passed
+
+
+@pytest.mark.parametrize("module", ["bam", "cbam"])
+@pytest.mark.parametrize("array", ["x", "dy"])
+def test_compare_refuses_a_case_whose_inputs_are_not_finite(tmp_path, capsys, module, array):
+    import numpy as np
+
+    good = tmp_path / "good.npz"
+    assert main(["reference", "--module", module, "--channels", "8", "--shape", "2,3,4",
+                 "--reduction", "4", "--out", str(good)]) == 0
+    capsys.readouterr()
+    arrays = dict(np.load(good))
+    arrays[array] = arrays[array].copy()
+    arrays[array][0, 1, 2, 3] = np.nan
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    err = one_line_error(capsys, "compare", str(bad))
+    assert f"{array} holds NaN or inf, and minibam runs on it" in err
+
+
+def test_compare_row_of_a_huge_difference_over_a_tiny_scale_is_inf_without_a_warning():
+    import warnings
+
+    import numpy as np
+
+    from minibam.checks.compare import compare
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        row = compare("a", np.array([1e300]), np.array([1e-320]))
+    assert row.max_rel == np.inf and not row.passed
