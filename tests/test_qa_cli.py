@@ -142,3 +142,11 @@ def test_compare_row_of_a_huge_difference_over_a_tiny_scale_is_inf_without_a_war
         warnings.simplefilter("error")
         row = compare("a", np.array([1e300]), np.array([1e-320]))
     assert row.max_rel == np.inf and not row.passed
+
+
+@pytest.mark.parametrize("option", [["--pool-types", "avg"], ["--no-spatial"]])
+def test_reference_refuses_cbam_options_for_a_bam(tmp_path, capsys, option):
+    out = tmp_path / "case.npz"
+    err = one_line_error(capsys, "reference", "--channels", "8", "--shape", "2,3,4", "--reduction", "4",
+                         *option, "--out", str(out))
+    assert "CBAM's options: add --module cbam" in err and not out.exists()
