@@ -75,8 +75,9 @@ def test_quick_run_of_real_processes_against_torch_or_alone(capsys):
     assert len(rows) == 2  # two quick shapes, one dtype
     if "PyTorch skipped" not in out:
         for row in rows:
-            ratio, ratio_range, diff = row.split()[-3:]
-            assert float(ratio) > 0 and "-" in ratio_range
+            # A busy machine flags an untrusted ratio with "(!)" and can round it to 0.00.
+            ratio, ratio_range, diff = row.replace("(!)", "").split()[-3:]
+            assert float(ratio) >= 0 and "-" in ratio_range
             assert float(diff) < 1e-12  # the two libraries computed the same thing
 
 
