@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from minibam.manual.bam import (
+from minibam.manual.layers import (
     _bn_backward,
     _bn_forward,
     _conv_backward,
