@@ -8,7 +8,8 @@ crosses file systems); only when the block finishes without an error is that fil
 flushed to disk and renamed over the target with ``os.replace``, which POSIX and Windows
 perform atomically. A full disk, a file-size limit, Ctrl-C or any exception inside the
 block removes the temporary file and leaves an earlier file at the target exactly as it
-was. Every writer uses this helper: ``mb.save`` and ``minibam reference``.
+was. Every writer uses this helper: ``mb.save``, ``minibam reference`` and
+``minibam exercises start``.
 """
 
 from __future__ import annotations

@@ -136,6 +136,9 @@ def test_a_save_interrupted_by_sigint_keeps_the_old_checkpoint(tmp_path):
         import os, signal, sys
         import numpy as np
         import minibam as mb
+        # Python leaves SIGINT ignored when it started so (a job run in the background,
+        # as CI may); a user's Ctrl-C reaches an interactive process as KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         write_array = np.lib.format.write_array
         def write_then_interrupt(*args, **kwargs):
             write_array(*args, **kwargs)

@@ -248,7 +248,7 @@ def test_cli_verify_bad_input_is_one_line_and_exit_2(user_file, capsys):
         "no such file": [f"{folder / 'nope.py'}:Good"],
         "has no 'Missing'": [f"{user_file}:Missing"],
         "is a int, not a class or a function": [f"{user_file}:NOT_A_MODULE"],
-        "gave a int, not a torch.nn.Module": [f"{user_file}:gives_a_number"],
+        "gave an int, not a torch.nn.Module": [f"{user_file}:gives_a_number"],
         "output is (4, 2, 8, 8)": [f"{user_file}:Halves", "--channels", "16"],
         "BAM keys missing": [f"{user_file}:Renamed", "--key-map", partial],
         "expected FILE.py:NAME": [str(user_file)],

@@ -161,6 +161,25 @@ def _meta(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
         raise ReferenceFileError(f"meta.{name} = {value!r} is not a valid {kind.__name__}") from None
 
 
+def check_numbers(arrays: dict[str, np.ndarray]) -> None:
+    """``ReferenceFileError`` unless every array holds real numbers and what minibam runs
+    on (``x``, ``dy``, ``param.*``) is finite: a NaN there makes every result NaN, and the
+    comparison would blame minibam's side for the file's."""
+    not_numbers = [k for k, v in arrays.items() if not k.startswith("meta.") and v.dtype.kind not in "biuf"]
+    if not_numbers:
+        raise ReferenceFileError(
+            f"{not_numbers[0]} holds {arrays[not_numbers[0]].dtype}, not numbers"
+            + (f" (and {len(not_numbers) - 1} more)" if len(not_numbers) > 1 else "")
+        )
+    inputs = [k for k in arrays if k in ("x", "dy") or k.startswith("param.")]
+    not_finite = [k for k in inputs if not np.all(np.isfinite(arrays[k]))]
+    if not_finite:
+        raise ReferenceFileError(
+            f"{not_finite[0]} holds NaN or inf, and minibam runs on it: nothing could be compared"
+            + (f" (and {len(not_finite) - 1} more)" if len(not_finite) > 1 else "")
+        )
+
+
 def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
                  training: bool | None = None) -> tuple[BamConfig, list[str]]:
     """The BAM that produced ``arrays``, and notes on what had to be assumed."""
@@ -170,12 +189,7 @@ def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
         found = ", ".join(sorted(arrays)[:8]) + (", ..." if len(arrays) > 8 else "")
         lacking = ", ".join(missing + ([] if _FC0 in params else [f"param.{_FC0}"]))
         raise ReferenceFileError(f"not a BAM reference case: no {lacking} (found: {found or 'nothing'})")
-    not_numbers = [k for k, v in arrays.items() if not k.startswith("meta.") and v.dtype.kind not in "biuf"]
-    if not_numbers:
-        raise ReferenceFileError(
-            f"{not_numbers[0]} holds {arrays[not_numbers[0]].dtype}, not numbers"
-            + (f" (and {len(not_numbers) - 1} more)" if len(not_numbers) > 1 else "")
-        )
+    check_numbers(arrays)
     fmt = _meta(arrays, "format", str)
     if fmt is not None and fmt != FORMAT:
         raise ReferenceFileError(f"meta.format is {fmt!r}, not {FORMAT!r}")

@@ -23,6 +23,7 @@ from minibam.checks.reference import (
     ReferenceFileError,
     _forward_backward,
     _meta,
+    check_numbers,
 )
 from minibam.nn import CBAM, BatchNorm2d
 from minibam.nn.cbam import POOLS
@@ -91,6 +92,7 @@ def infer_cbam_config(arrays: dict[str, np.ndarray], training: bool | None = Non
     missing = [k for k in REQUIRED if k not in arrays] + ([] if _W0 in params else [f"param.{_W0}"])
     if missing:
         raise ReferenceFileError(f"not a CBAM reference case: no {', '.join(missing)}")
+    check_numbers(arrays)
     version = _meta(arrays, "format_version", int)
     if version is not None and version > FORMAT_VERSION:
         raise ReferenceFileError(f"format version {version} is newer than this minibam reads ({FORMAT_VERSION})")

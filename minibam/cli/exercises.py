@@ -24,10 +24,16 @@ def run(args: argparse.Namespace) -> int:
         return _show_mistakes(args.names)
     from minibam.exercises.workbook import write_workbook
 
+    if not args.dir:
+        raise UsageError("DIR is empty; name the directory to write the workbook into")
     try:
         written = write_workbook(args.dir)
-    except (FileExistsError, NotADirectoryError, PermissionError) as error:
-        raise UsageError(str(error)) from None
+    except (FileExistsError, NotADirectoryError) as error:
+        if error.strerror is None:  # write_workbook's own message, naming the file
+            raise UsageError(str(error)) from None
+        raise UsageError(f"cannot write {args.dir}: {error.strerror}") from None
+    except OSError as error:  # unwritable, read-only file system, a missing /proc entry, ...
+        raise UsageError(f"cannot write {args.dir}: {error.strerror or error}") from None
     for path in written:
         say(f"wrote {path}: {len(EXERCISES)} exercises; open it with Jupyter and start at the top")
     return 0

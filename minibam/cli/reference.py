@@ -24,11 +24,13 @@ def run(args: argparse.Namespace) -> int:
 
     n, h, w = args.shape
     cbam = args.module == "cbam"
+    if not cbam and (args.pool_types is not None or args.no_spatial):
+        raise UsageError("--pool-types and --no-spatial are CBAM's options: add --module cbam")
     # CBAM's layers are a subset of a BAM's without dilated convolutions: the same bound holds
     check_bam_fits((n, args.channels, h, w), args.channels, args.reduction, 0 if cbam else args.dilation_conv_num,
                    np.dtype(args.dtype).itemsize, "--channels/--shape")
     if cbam:
-        pools = tuple(args.pool_types.split(","))
+        pools = tuple((args.pool_types or "avg,max").split(","))
         config = CbamConfig(args.channels, args.reduction, pools, args.no_spatial, training=not args.eval,
                             dtype=np.dtype(args.dtype))
     else:
@@ -65,7 +67,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                      help="batch size and spatial size, e.g. 4,8,8")
     parser.add_argument("--module", choices=("bam", "cbam"), default="bam", help="default: bam")
     parser.add_argument("--variant", choices=VARIANTS, default="paper", help="BAM's variant (default: paper)")
-    parser.add_argument("--pool-types", default="avg,max", metavar="P,P",
+    parser.add_argument("--pool-types", default=None, metavar="P,P",
                         help="CBAM's pools, from avg, max, lp, lse (default: avg,max)")
     parser.add_argument("--no-spatial", action="store_true", help="CBAM without its spatial gate")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="default 0")

@@ -20,6 +20,8 @@ def load_module(target: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     if not sep or not path_text or not name:
         raise UsageError(f"expected FILE.py:NAME, got {target!r}")
     path = Path(path_text)
+    if path.is_dir():
+        raise UsageError(f"{path_text}: a directory, not a Python file")
     if not path.is_file():
         raise UsageError(f"{path_text}: no such file")
     spec = importlib.util.spec_from_file_location(f"minibam_verify_user_{abs(hash(path.resolve()))}", path)
@@ -42,10 +44,11 @@ def load_module(target: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
     call = f"{name}({', '.join([*map(repr, args), *(f'{k}={v!r}' for k, v in kwargs.items())])})"
     try:
         built = factory(*args, **kwargs)
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # SystemExit: a factory that calls sys.exit
         raise UsageError(f"{call} raised {type(error).__name__}: {(str(error).splitlines() or [''])[0]}") from None
     if not (hasattr(built, "state_dict") and hasattr(built, "named_modules") and callable(built)):
-        raise UsageError(f"{call} gave a {type(built).__name__}, not a torch.nn.Module")
+        kind = type(built).__name__
+        raise UsageError(f"{call} gave {'an' if kind[0] in 'AEIOUaeiou' else 'a'} {kind}, not a torch.nn.Module")
     return built
 
 

@@ -144,9 +144,15 @@ def _gate_cases(rng: np.random.Generator) -> list[Case]:
         w = side(rng, 2) if i else h + 1  # the first map is not square
         n = side(rng, 2, 3)
         shape = (n, c, h, w)
-        args = {"grad": upstream(rng, shape), "x": distinct(rng, shape),
-                "w0": values(rng, (hidden, c)) / np.sqrt(c), "b0": values(rng, (hidden,)),
-                "w1": values(rng, (c, hidden)) / np.sqrt(hidden), "b1": values(rng, (c,))}
+        while True:
+            args = {"grad": upstream(rng, shape), "x": distinct(rng, shape),
+                    "w0": values(rng, (hidden, c)) / np.sqrt(c), "b0": values(rng, (hidden,)),
+                    "w1": values(rng, (c, hidden)) / np.sqrt(hidden), "b1": values(rng, (c,))}
+            # Redraw until both pools reach a live hidden ReLU: with every unit of one pool's
+            # path switched off, that pool's backward is never exercised and a wrong one passes.
+            flat = args["x"].reshape(n, c, h * w)
+            if all(((p @ args["w0"].T + args["b0"]) > 0).any() for p in (flat.mean(2), flat.max(2))):
+                break
         cases.append(Case({"x.shape": shape, "hidden": hidden}, args))
     return cases
 

@@ -250,6 +250,8 @@ def check(name_or_fn: str | Callable[..., Any], fn: Any = None, seed: int = 0,
     True when every case passes."""
     if fn is None:
         fn = name_or_fn
+        if isinstance(fn, str):  # check("name") with the solution forgotten
+            raise TypeError(f"check: give your solution too, check({fn!r}, your_function)")
         name = getattr(fn, "__name__", None)
         if not isinstance(name, str):
             raise TypeError(f"check: expected a function or class, got {type(fn).__name__}")
@@ -257,6 +259,9 @@ def check(name_or_fn: str | Callable[..., Any], fn: Any = None, seed: int = 0,
         name = name_or_fn
         if not isinstance(name, str):
             raise TypeError(f"check: the exercise name must be a str, got {type(name).__name__}")
+        if not callable(fn):
+            raise TypeError(f"check: expected a function or class to check as {name!r}, "
+                            f"got {type(fn).__name__}")
     if _disabled:
         return False
     report = run_check(find(name), fn, seed)

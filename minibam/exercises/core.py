@@ -103,6 +103,9 @@ def name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
 def call_function(cls: Any, args: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, Any]:
     """Run a ``Function`` class: ``forward`` on the inputs (every argument but ``grad``),
     then ``backward`` on ``grad``; outputs are the forward's result then one gradient per input."""
+    if not (callable(getattr(cls, "forward", None)) and callable(getattr(cls, "backward", None))):
+        raise WrongAnswer("is not a Function class (it has no forward and backward): this exercise "
+                          "wants a class with static forward(ctx, ...) and backward(ctx, grad), as in the stub")
     inputs = [v for k, v in args.items() if k != "grad"]
     ctx = Context((True,) * len(inputs))
     y = cls.forward(ctx, *inputs)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from minibam._atomic import atomic_write
 from minibam.exercises.catalogue import EXERCISES
 from minibam.exercises.core import Exercise
 
@@ -88,12 +88,6 @@ def write_workbook(directory: str | os.PathLike) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / WORKBOOK
     text = json.dumps(notebook(), indent=1, ensure_ascii=False) + "\n"
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{WORKBOOK}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_write(target) as out:  # the one writer helper: all of the file or none
+        out.write(text.encode("utf-8"))
     return [target]

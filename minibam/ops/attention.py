@@ -129,7 +129,7 @@ def bam_combine(x: Tensor, channel_map: Tensor, spatial_map: Tensor, combine: st
     require_tensor(x, "x", "bam_combine")
     require_tensor(channel_map, "channel_map", "bam_combine")
     require_tensor(spatial_map, "spatial_map", "bam_combine")
-    if combine not in COMBINE:
+    if not isinstance(combine, str) or combine not in COMBINE:
         raise ValueError(f"bam_combine: combine must be one of {COMBINE}, got {combine!r}")
     if x.ndim != 4:
         raise ValueError(f"bam_combine: x must be (N, C, H, W), got shape {x.shape}")

@@ -87,7 +87,7 @@ def check_sizes(op: str, shape: tuple[int, ...], g: Geometry, itemsize: int) -> 
     check_fits(op, "the padded input", (n, c, h + 2 * ph, w + 2 * pw), itemsize,
                f" (padding {g.padding})")
     check_fits(op, "the im2col columns", (n, c * kh * kw, oh * ow), itemsize,
-               f" (kernel_size {g.kernel}, stride {g.stride}, dilation {g.dilation})")
+               f" (kernel_size {g.kernel}, stride {g.stride}, padding {g.padding}, dilation {g.dilation})")
 
 
 def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:

@@ -198,8 +198,13 @@ def bam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | No
     modes = [bool(t) for t in ((training,) if isinstance(training, bool) else training)]
     if not modes:
         raise ValueError("verify.bam: training must name at least one mode, e.g. (True, False)")
+    shapes = harness.checked_arguments("verify.bam", shapes, seed)
     twin = harness.working_copy(module, dtype)
-    channels = int(shapes[0][1]) if shapes else _infer_channels(twin)
+    inferred = _infer_channels(twin)
+    if shapes and inferred is not None and len(shapes[0]) == 4 and shapes[0][1] != inferred:
+        raise ValueError(f"verify.bam: shape {shapes[0]} has C={shapes[0][1]}, the module takes "
+                         f"C={inferred} (its channel MLP is Linear({inferred}, ...))")
+    channels = int(shapes[0][1]) if shapes else inferred
     if channels is None:
         raise ValueError("verify.bam: cannot tell C from the module (no Linear(C, C/r) with its "
                          "Linear(C/r, C)); pass shapes=[(N, C, H, W)]")

@@ -221,7 +221,19 @@ def run_variant(model: CBAM, spec: Variant, pool_types: Sequence[str], x: np.nda
     return Run(y.data.copy(), xt.grad.copy(), grads, buffer_arrays(model), steps)
 
 
-def _divergence(steps: list[tuple[str, str, Any]], rows: list[Any], no_spatial: bool) -> tuple[str, str]:
+def _pool_order_swapped(theirs: Any, ours: Any, order: Sequence[str], layer_names: dict[str, str]) -> bool:
+    """Whether the module's spatial conv sees minibam's [max; mean] in the other order: the
+    port mistake of stacking [mean; max] (the conv's weights then meet the wrong pool)."""
+    their = next((t for t in order if layer_names.get(t) == CONV), None)
+    if their is None or their not in theirs.steps or CONV not in ours.steps:
+        return False
+    a, e = theirs.steps[their][0], ours.steps[CONV][0]
+    return a.shape == e.shape and a.ndim == 4 and a.shape[1] == 2 and not np.allclose(a, e) \
+        and np.allclose(a[:, ::-1], e, rtol=1e-6, atol=1e-9)
+
+
+def _divergence(steps: list[tuple[str, str, Any]], rows: list[Any], no_spatial: bool,
+                swapped: bool = False) -> tuple[str, str]:
     """Where a failing case first departs, and why it is said so."""
     for what, ours, row in steps:
         if row.passed:
@@ -233,6 +245,9 @@ def _divergence(steps: list[tuple[str, str, Any]], rows: list[Any], no_spatial: 
                                      f"output of {ours[:-1]}1 agrees: the activation between them")
         if ours.startswith(MLP) and ours.endswith(".1"):
             return "ChannelGate.pool", f"the pooled input of {ours} differs, max rel {row.max_rel:.1e}"
+        if ours == CONV and swapped:
+            return "SpatialGate", (f"the input of {CONV} is minibam's with its two channels swapped: "
+                                   f"the channel pool must stack [max; mean], in that order")
         if ours == CONV:
             return "ChannelGate", (f"the channel gate's output (the input of {CONV}, after channel "
                                    f"pooling) differs, max rel {row.max_rel:.1e}, while its MLP agrees")
@@ -273,8 +288,13 @@ def cbam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | N
     modes = [bool(t) for t in ((training,) if isinstance(training, bool) else training)]
     if not modes:
         raise ValueError("verify.cbam: training must name at least one mode, e.g. (True, False)")
+    shapes = harness.checked_arguments("verify.cbam", shapes, seed)
     twin = harness.working_copy(module, dtype)
-    channels = int(shapes[0][1]) if shapes else _infer_channels(twin)
+    inferred = _infer_channels(twin)
+    if shapes and inferred is not None and len(shapes[0]) == 4 and shapes[0][1] != inferred:
+        raise ValueError(f"verify.cbam: shape {shapes[0]} has C={shapes[0][1]}, the module takes "
+                         f"C={inferred} (its channel MLP is Linear({inferred}, ...))")
+    channels = int(shapes[0][1]) if shapes else inferred
     if channels is None:
         raise ValueError("verify.cbam: cannot tell C from the module (no Linear(C, C/r)); pass shapes=[(N, C, H, W)]")
     shapes = [tuple(int(v) for v in s) for s in (shapes or default_shapes(channels))]
@@ -364,7 +384,8 @@ def cbam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | N
                 agreeing += 1
             candidate.steps_agreeing += agreeing
             if candidate.first_divergence is None and not all(r.passed for r in rows):
-                where, why = _divergence(steps, rows, structure.no_spatial)
+                swapped = _pool_order_swapped(theirs, ours, order, layer_names)
+                where, why = _divergence(steps, rows, structure.no_spatial, swapped)
                 candidate.first_divergence, candidate.divergence_detail = where, f"{why}; in {label}"
         if spec.name == "non-adaptive-pool" and not raised:  # identical to released where nothing raised
             candidate.rows.append(compare("no map size raised (a fixed-size pool would on some)",

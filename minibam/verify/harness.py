@@ -14,6 +14,7 @@ torch is imported by the functions that need it, never at module import.
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,34 @@ def layers_with_parameters(module: Any) -> dict[str, Any]:
     return {name: m for name, m in module.named_modules()
             if next(m.parameters(recurse=False), None) is not None
             or next(m.buffers(recurse=False), None) is not None}
+
+
+# Arrays of an input's size alive at once while one case is checked (x, dy, y, dx and the
+# recorded layer outputs on both sides): a generous count, to stop absurd requests only.
+_FULL_SIZE_ARRAYS = 16
+
+
+def checked_arguments(who: str, shapes: Any, seed: Any) -> list[tuple[int, ...]] | None:
+    """``shapes`` as a list of integer tuples (``None`` stays ``None``) and ``seed`` checked,
+    before anything is copied or allocated: ``TypeError`` for shapes that are not a
+    sequence of sequences of integers (one bare shape included), ``ValueError`` for a
+    negative seed or a shape whose check could not fit in memory."""
+    from minibam.ops._checks import check_fits
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{who}: seed must be a non-negative integer, got {seed!r}")
+    if shapes is None:
+        return None
+    try:
+        out = [tuple(operator.index(v) for v in s) for s in shapes]
+    except TypeError:
+        raise TypeError(f"{who}: shapes must be a sequence of (N, C, H, W) shapes, "
+                        f"e.g. [(4, 64, 8, 8)], got {shapes!r}") from None
+    for shape in out:
+        if shape and min(shape) >= 1:
+            check_fits(who, "an input", shape, 8 * _FULL_SIZE_ARRAYS,
+                       f" (with the {_FULL_SIZE_ARRAYS} arrays of its size a check keeps)")
+    return out
 
 
 def working_copy(module: Any, dtype: str) -> Any:
