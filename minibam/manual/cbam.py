@@ -3,7 +3,7 @@ r"""The whole CBAM forward and backward pass by hand, in plain NumPy (cs231n sty
     y, cache = cbam_forward(x, params, pool_types=("avg", "max"), no_spatial=False, training=True)
     grads = cbam_backward(dy, cache)     # {"x": dL/dx, "<parameter name>": dL/dparameter, ...}
 
-No autograd: the layer helpers are BAM's (manual/bam.py). ``params`` uses the
+No autograd: the layer helpers are those BAM uses too (manual/layers.py). ``params`` uses the
 ``CBAM.state_dict()`` names, which are those of the authors' released code.
 Derivations: docs/derivations/cbam.md.
 
