@@ -96,25 +96,6 @@ def _place_by_structure(twin: Any, channels: int, probe: np.ndarray) -> dict[str
     return {f"{name}.{k}": f"{placed[name]}.{k}" for name in placed for k in _local_keys(layers[name])}
 
 
-def _rename(keys: Sequence[str], key_map: Mapping[str, str]) -> dict[str, str]:
-    """Their state_dict keys -> renamed by ``key_map`` (whole keys or module prefixes)."""
-    used: set[str] = set()
-    out = {}
-    for key in keys:
-        parts, new = key.split("."), key
-        for i in range(len(parts), 0, -1):
-            prefix = ".".join(parts[:i])
-            if prefix in key_map:
-                new = ".".join([key_map[prefix], *parts[i:]])
-                used.add(prefix)
-                break
-        out[key] = new
-    unused = sorted(set(key_map) - used)
-    if unused:
-        raise ValueError(f"verify.bam: key_map names keys the module does not have: {', '.join(unused)}")
-    return out
-
-
 def _structure(names: dict[str, str], state: Mapping[str, np.ndarray], channels: int) -> tuple[int, int, bool]:
     """(hidden, dilated convs, closing BN) from the placed names; ValueError listing any
     key that does not fit minibam's BAM of that structure."""
@@ -147,19 +128,9 @@ def _structure(names: dict[str, str], state: Mapping[str, np.ndarray], channels:
 def place(twin: Any, channels: int, key_map: Mapping[str, str] | None,
           probe: np.ndarray) -> tuple[dict[str, str], str]:
     """Their state_dict keys -> minibam's, and how they were found."""
-    state = harness.numpy_state(twin)
-    if key_map is not None:
-        names = _rename(list(state), key_map)
-        _structure(names, state, channels)
-        return names, "key_map"
-    names = {k: k for k in state}
-    try:
-        _structure(names, state, channels)
-        return names, "the authors' names"
-    except ValueError:
-        names = _place_by_structure(twin, channels, probe)
-        _structure(names, state, channels)
-        return names, "structure (layer types, shapes and call order)"
+    return harness.place("verify.bam", twin, key_map,
+                         lambda names, state: _structure(names, state, channels),
+                         lambda: _place_by_structure(twin, channels, probe))
 
 
 def _divergence(steps: list[tuple[str, str, Any]], order: list[str], rows: list[Any]) -> tuple[str, str]:

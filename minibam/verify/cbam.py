@@ -28,7 +28,7 @@ from minibam.nn import CBAM, Conv2d, Flatten, Linear, ReLU, Sequential
 from minibam.nn.cbam import POOLS
 from minibam.tensor import Tensor
 from minibam.verify import harness
-from minibam.verify.bam import _rename, default_shapes
+from minibam.verify.bam import default_shapes
 from minibam.verify.harness import Run
 from minibam.verify.report import Candidate, Report
 
@@ -150,19 +150,9 @@ def _structure(names: dict[str, str], state: Mapping[str, np.ndarray], channels:
 
 def _place(twin: Any, channels: int, key_map: Mapping[str, str] | None,
            probe: np.ndarray) -> tuple[dict[str, str], str]:
-    state = harness.numpy_state(twin)
-    if key_map is not None:
-        names = _rename(list(state), key_map)
-        _structure(names, state, channels)
-        return names, "key_map"
-    names = {k: k for k in state}
-    try:
-        _structure(names, state, channels)
-        return names, "the authors' names"
-    except ValueError:
-        names = _place_by_structure(twin, channels, probe)
-        _structure(names, state, channels)
-        return names, "structure (layer types, shapes and call order)"
+    return harness.place("verify.cbam", twin, key_map,
+                         lambda names, state: _structure(names, state, channels),
+                         lambda: _place_by_structure(twin, channels, probe))
 
 
 # ---------------------------------------------------------------------------- minibam's run

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +135,46 @@ class Run:
     grads: Arrays
     buffers: Arrays
     steps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def rename(who: str, keys: Sequence[str], key_map: Mapping[str, str]) -> dict[str, str]:
+    """Their state_dict keys -> renamed by ``key_map`` (whole keys or module prefixes)."""
+    used: set[str] = set()
+    out = {}
+    for key in keys:
+        parts, new = key.split("."), key
+        for i in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:i])
+            if prefix in key_map:
+                new = ".".join([key_map[prefix], *parts[i:]])
+                used.add(prefix)
+                break
+        out[key] = new
+    unused = sorted(set(key_map) - used)
+    if unused:
+        raise ValueError(f"{who}: key_map names keys the module does not have: {', '.join(unused)}")
+    return out
+
+
+def place(who: str, twin: Any, key_map: Mapping[str, str] | None,
+          check: Callable[[dict[str, str], Arrays], Any],
+          by_structure: Callable[[], dict[str, str]]) -> tuple[dict[str, str], str]:
+    """Their state_dict keys -> minibam's, and how they were found: through ``key_map``
+    when one is given, else the authors' names as they are, else ``by_structure()``.
+    ``check(names, state)`` raises ``ValueError`` listing the keys it cannot place."""
+    state = numpy_state(twin)
+    if key_map is not None:
+        names = rename(who, list(state), key_map)
+        check(names, state)
+        return names, "key_map"
+    names = {k: k for k in state}
+    try:
+        check(names, state)
+        return names, "the authors' names"
+    except ValueError:
+        names = by_structure()
+        check(names, state)
+        return names, "structure (layer types, shapes and call order)"
 
 
 def call_order(module: Any, x: np.ndarray) -> list[str]:
