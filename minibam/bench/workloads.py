@@ -44,28 +44,25 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _bam_step(spec: dict[str, Any], torch: Any) -> Step:
-    from minibam.checks.bam import random_bam
+def _module_step(module: Any, twin: Callable[[Any], Any], spec: dict[str, Any], torch: Any) -> Step:
+    """One forward + backward of ``module`` (a random BAM or CBAM) on seeded x and dy, or
+    of its PyTorch twin (``twin(module)``, same weights) when ``torch`` is given."""
     from minibam.tensor import Tensor
 
     dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-    bam = random_bam(shape[1], min(spec.get("reduction", 16), shape[1]), variant=spec.get("variant", "paper"),
-                     seed=spec.get("seed", 0), dtype=dtype)
     rng = np.random.default_rng([spec.get("seed", 0), 3])
     x = rng.standard_normal(shape).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     if torch is None:
         def step() -> dict[str, np.ndarray]:
-            bam.zero_grad()
+            module.zero_grad()
             xt = Tensor(x, requires_grad=True)
-            y = bam(xt)
+            y = module(xt)
             y.backward(dy)
             return {"y": y.data, "dx": xt.grad}
 
         return step
-    from minibam.torch_oracle import bam_like
-
-    model = bam_like(bam)
+    model = twin(module)
     tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
 
     def torch_step() -> dict[str, np.ndarray]:
@@ -76,40 +73,34 @@ def _bam_step(spec: dict[str, Any], torch: Any) -> Step:
         return {"y": y.detach().numpy(), "dx": xt.grad.numpy()}
 
     return torch_step
+
+
+def _bam_step(spec: dict[str, Any], torch: Any) -> Step:
+    from minibam.checks.bam import random_bam
+
+    channels = spec["shape"][1]
+    bam = random_bam(channels, min(spec.get("reduction", 16), channels), variant=spec.get("variant", "paper"),
+                     seed=spec.get("seed", 0), dtype=np.dtype(spec["dtype"]))
+    return _module_step(bam, _twin("bam_like"), spec, torch)
 
 
 def _cbam_step(spec: dict[str, Any], torch: Any) -> Step:
     from minibam.checks.cbam import random_cbam
-    from minibam.tensor import Tensor
 
-    dtype, shape = np.dtype(spec["dtype"]), tuple(spec["shape"])
-    cbam = random_cbam(shape[1], min(spec.get("reduction", 16), shape[1]), seed=spec.get("seed", 0),
-                       dtype=dtype)
-    rng = np.random.default_rng([spec.get("seed", 0), 3])
-    x = rng.standard_normal(shape).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    if torch is None:
-        def step() -> dict[str, np.ndarray]:
-            cbam.zero_grad()
-            xt = Tensor(x, requires_grad=True)
-            y = cbam(xt)
-            y.backward(dy)
-            return {"y": y.data, "dx": xt.grad}
+    channels = spec["shape"][1]
+    cbam = random_cbam(channels, min(spec.get("reduction", 16), channels), seed=spec.get("seed", 0),
+                       dtype=np.dtype(spec["dtype"]))
+    return _module_step(cbam, _twin("cbam_like"), spec, torch)
 
-        return step
-    from minibam.torch_oracle import cbam_like
 
-    model = cbam_like(cbam)
-    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+def _twin(name: str) -> Callable[[Any], Any]:
+    """``minibam.torch_oracle.<name>``, imported only when the torch side runs."""
+    def build(module: Any) -> Any:
+        from minibam import torch_oracle
 
-    def torch_step() -> dict[str, np.ndarray]:
-        model.zero_grad()
-        xt = tx.clone().requires_grad_(True)
-        y = model(xt)
-        y.backward(tdy)
-        return {"y": y.detach().numpy(), "dx": xt.grad.numpy()}
+        return getattr(torch_oracle, name)(module)
 
-    return torch_step
+    return build
 
 
 def _conv_step(spec: dict[str, Any], torch: Any) -> Step:
