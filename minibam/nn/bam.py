@@ -45,14 +45,16 @@ def _reduced(gate_channel: Any, reduction_ratio: Any) -> int:
     return gate_channel // reduction_ratio
 
 
-def _check_input(x: Any, channels: int, who: str) -> Tensor:
+def check_input(x: Any, channels: int, who: str, argument: str = "gate_channel") -> Tensor:
+    """``x`` as a 4-D tensor with ``channels`` channels, else a ``ValueError`` naming both
+    numbers and the constructor ``argument`` that set them (shared by BAM and CBAM)."""
     require_tensor(x, "input", who)
     if x.ndim != 4:
         raise ValueError(f"{who}: input must be 4-D (N, C, H, W), got shape {x.shape}")
     if x.shape[1] != channels:
         raise ValueError(
             f"{who}: input has {x.shape[1]} channels (shape {x.shape}) but the module "
-            f"was built for gate_channel={channels}"
+            f"was built for {argument}={channels}"
         )
     return x
 
@@ -85,7 +87,7 @@ class ChannelGate(Module):
 
     def channel_map(self, x: Tensor) -> Tensor:
         """M_c as (N, C, 1, 1)."""
-        _check_input(x, self.gate_channel, "ChannelGate")
+        check_input(x, self.gate_channel, "ChannelGate")
         mc = self.gate_c(F.global_avg_pool2d(x))
         return mc.reshape(x.shape[0], x.shape[1], 1, 1)
 
@@ -130,7 +132,7 @@ class SpatialGate(Module):
 
     def spatial_map(self, x: Tensor) -> Tensor:
         """M_s as (N, 1, H, W)."""
-        _check_input(x, self.gate_channel, "SpatialGate")
+        check_input(x, self.gate_channel, "SpatialGate")
         return self.gate_s(x)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -154,7 +156,7 @@ class BAM(Module):
                                        dilation_val, variant=variant)
 
     def _check(self, x: Any) -> Tensor:
-        _check_input(x, self.gate_channel, "BAM")
+        check_input(x, self.gate_channel, "BAM")
         if self.training and x.shape[0] < 2:
             raise ValueError(
                 f"BAM: {'a batch of one' if x.shape[0] else 'an empty batch'} (input shape "

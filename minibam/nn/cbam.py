@@ -22,9 +22,10 @@ import numpy as np
 
 from minibam import _config
 from minibam import functional as F
+from minibam.nn.bam import check_input
 from minibam.nn.layers import BatchNorm2d, Conv2d, Flatten, Linear, ReLU, checked_int
 from minibam.nn.module import Module, Sequential
-from minibam.ops._checks import flag, require_tensor
+from minibam.ops._checks import flag
 from minibam.tensor import Tensor
 
 # Plane pools of the channel gate, by the names of the released code's pool_types.
@@ -52,18 +53,6 @@ def _check_pool_types(pool_types: Any) -> tuple[str, ...]:
     return tuple(pool_types)
 
 
-def _check_input(x: Any, channels: int, who: str) -> Tensor:
-    require_tensor(x, "input", who)
-    if x.ndim != 4:
-        raise ValueError(f"{who}: input must be 4-D (N, C, H, W), got shape {x.shape}")
-    if x.shape[1] != channels:
-        raise ValueError(
-            f"{who}: input has {x.shape[1]} channels (shape {x.shape}) but the module "
-            f"was built for gate_channels={channels}"
-        )
-    return x
-
-
 class CBAMChannelGate(Module):
     """F' = F * M_c(F), M_c = sigmoid(sum over pool_types of mlp(pool(F))).
 
@@ -89,7 +78,7 @@ class CBAMChannelGate(Module):
 
     def channel_map(self, x: Tensor) -> Tensor:
         """M_c as (N, C, 1, 1), after the sigmoid."""
-        _check_input(x, self.gate_channels, "CBAM")
+        check_input(x, self.gate_channels, "CBAM", "gate_channels")
         logits = None
         for pool in self.pool_types:
             raw = self.mlp(POOLS[pool](x))
@@ -149,7 +138,7 @@ class CBAM(Module):
             self.SpatialGate = CBAMSpatialGate()
 
     def _check(self, x: Any) -> Tensor:
-        _check_input(x, self.gate_channels, "CBAM")
+        check_input(x, self.gate_channels, "CBAM", "gate_channels")
         n, _, h, w = x.shape
         if self.training and not self.no_spatial and n * h * w == 1:
             raise ValueError(
