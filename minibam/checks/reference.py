@@ -33,7 +33,7 @@ import numpy as np
 from minibam import functional as F
 from minibam.checks.bam import buffer_arrays, random_bam
 from minibam.checks.compare import Row, compare, default_tolerance, largest
-from minibam.nn import BAM, BatchNorm1d, BatchNorm2d, StateDictError
+from minibam.nn import BAM, BatchNorm1d, BatchNorm2d, Module, StateDictError
 from minibam.ops.attention import bam_combine
 from minibam.tensor import Tensor
 
@@ -92,29 +92,38 @@ def _forward_backward(bam: BAM, x: np.ndarray, dy: np.ndarray,
     return y, xt
 
 
+def case_arrays(module: Module, shape: tuple[int, ...], dtype: np.dtype, seed: int,
+                meta: dict[str, object]) -> dict[str, np.ndarray]:
+    """One forward and backward of ``module`` on ``x`` and ``dy`` drawn from ``seed``, as the
+    arrays of a reference case: x, dy, y, dx, param.* (before the pass), grad.*, after.*
+    (the buffers after it) and meta.*. Shared by BAM's and CBAM's cases."""
+    rng = np.random.default_rng([seed, 2])
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    before = module.state_dict()
+    xt = Tensor(x, requires_grad=True)
+    y = module(xt)
+    y.backward(dy)
+    arrays = {"x": x, "dy": dy, "y": y.data, "dx": xt.grad}
+    arrays.update({f"param.{k}": v for k, v in before.items()})
+    arrays.update({f"grad.{k}": p.grad for k, p in module.named_parameters()})
+    arrays.update({f"after.{k}": v for k, v in buffer_arrays(module).items()})
+    arrays.update({f"meta.{k}": np.array(v) for k, v in meta.items()})
+    return arrays
+
+
 def make_reference(config: BamConfig, batch: int, height: int, width: int, seed: int) -> dict[str, np.ndarray]:
     """The arrays of a reference case: random weights and BatchNorm state from ``seed``."""
     bam = random_bam(config.gate_channel, config.reduction_ratio, config.dilation_conv_num,
                      config.dilation_val, config.variant, seed=seed, dtype=config.dtype)
     bam.train(config.training)
-    rng = np.random.default_rng([seed, 2])
-    shape = (batch, config.gate_channel, height, width)
-    x = rng.standard_normal(shape).astype(config.dtype)
-    dy = rng.standard_normal(shape).astype(config.dtype)
-    before = bam.state_dict()
-    y, xt = _forward_backward(bam, x, dy)
-    arrays = {"x": x, "dy": dy, "y": y.data, "dx": xt.grad}
-    arrays.update({f"param.{k}": v for k, v in before.items()})
-    arrays.update({f"grad.{k}": p.grad for k, p in bam.named_parameters()})
-    arrays.update({f"after.{k}": v for k, v in buffer_arrays(bam).items()})
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "variant": config.variant,
         "training": config.training, "reduction_ratio": config.reduction_ratio,
         "dilation_conv_num": config.dilation_conv_num, "dilation_val": config.dilation_val,
         "eps": config.eps, "momentum": config.momentum, "seed": seed,
     }
-    arrays.update({f"meta.{k}": np.array(v) for k, v in meta.items()})
-    return arrays
+    return case_arrays(bam, (batch, config.gate_channel, height, width), config.dtype, seed, meta)
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:

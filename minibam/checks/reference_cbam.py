@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minibam.checks.bam import buffer_arrays
 from minibam.checks.cbam import random_cbam
 from minibam.checks.reference import (
     DTYPES,
     REQUIRED,
     ReferenceFileError,
-    _forward_backward,
     _meta,
+    case_arrays,
     check_numbers,
 )
 from minibam.nn import CBAM, BatchNorm2d
@@ -68,21 +67,10 @@ def make_cbam_reference(config: CbamConfig, batch: int, height: int, width: int,
     """The arrays of a CBAM reference case: random weights and BatchNorm state from ``seed``."""
     cbam = random_cbam(config.gate_channels, config.reduction_ratio, config.pool_types,
                        config.no_spatial, seed=seed, dtype=config.dtype).train(config.training)
-    rng = np.random.default_rng([seed, 2])
-    shape = (batch, config.gate_channels, height, width)
-    x = rng.standard_normal(shape).astype(config.dtype)
-    dy = rng.standard_normal(shape).astype(config.dtype)
-    before = cbam.state_dict()
-    y, xt = _forward_backward(cbam, x, dy)
-    arrays = {"x": x, "dy": dy, "y": y.data, "dx": xt.grad}
-    arrays.update({f"param.{k}": v for k, v in before.items()})
-    arrays.update({f"grad.{k}": p.grad for k, p in cbam.named_parameters()})
-    arrays.update({f"after.{k}": v for k, v in buffer_arrays(cbam).items()})
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "pool_types": ",".join(config.pool_types),
             "training": config.training, "reduction_ratio": config.reduction_ratio,
             "eps": config.eps, "momentum": config.momentum, "seed": seed}
-    arrays.update({f"meta.{k}": np.array(v) for k, v in meta.items()})
-    return arrays
+    return case_arrays(cbam, (batch, config.gate_channels, height, width), config.dtype, seed, meta)
 
 
 def infer_cbam_config(arrays: dict[str, np.ndarray], training: bool | None = None,
