@@ -271,14 +271,8 @@ def cbam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | N
     when the module matches the released code; a module that makes a known port mistake
     fails with ``variant`` naming it."""
     start = time.perf_counter()
-    if variant != "auto" and variant not in SPECS:
-        raise ValueError(f"verify.cbam: variant must be 'auto' or one of {tuple(SPECS)}, got {variant!r}")
-    if dtype not in ("float64", "float32"):
-        raise ValueError(f"verify.cbam: dtype must be 'float64' or 'float32', got {dtype!r}")
-    modes = [bool(t) for t in ((training,) if isinstance(training, bool) else training)]
-    if not modes:
-        raise ValueError("verify.cbam: training must name at least one mode, e.g. (True, False)")
-    shapes = harness.checked_arguments("verify.cbam", shapes, seed)
+    modes, shapes = harness.checked_arguments("verify.cbam", variant, tuple(SPECS), dtype, training,
+                                              shapes, seed)
     twin = harness.working_copy(module, dtype)
     inferred = _infer_channels(twin)
     if shapes and inferred is not None and len(shapes[0]) == 4 and shapes[0][1] != inferred:

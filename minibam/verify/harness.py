@@ -57,17 +57,26 @@ def layers_with_parameters(module: Any) -> dict[str, Any]:
 _FULL_SIZE_ARRAYS = 16
 
 
-def checked_arguments(who: str, shapes: Any, seed: Any) -> list[tuple[int, ...]] | None:
-    """``shapes`` as a list of integer tuples (``None`` stays ``None``) and ``seed`` checked,
-    before anything is copied or allocated: ``TypeError`` for shapes that are not a
-    sequence of sequences of integers (one bare shape included), ``ValueError`` for a
-    negative seed or a shape whose check could not fit in memory."""
+def checked_arguments(who: str, variant: Any, variants: Sequence[str], dtype: Any, training: Any,
+                      shapes: Any, seed: Any) -> tuple[list[bool], list[tuple[int, ...]] | None]:
+    """The arguments every ``verify`` function shares, checked before anything is copied
+    or allocated: the modes of ``training`` as a list, and ``shapes`` as a list of integer
+    tuples (``None`` stays ``None``). ``ValueError`` for an unknown variant or dtype, no
+    mode, a negative seed or a shape whose check could not fit in memory; ``TypeError``
+    for shapes that are not a sequence of sequences of integers (one bare shape included)."""
     from minibam.ops._checks import check_fits
 
+    if variant != "auto" and variant not in variants:
+        raise ValueError(f"{who}: variant must be 'auto' or one of {tuple(variants)}, got {variant!r}")
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"{who}: dtype must be 'float64' or 'float32', got {dtype!r}")
+    modes = [bool(t) for t in ((training,) if isinstance(training, bool) else training)]
+    if not modes:
+        raise ValueError(f"{who}: training must name at least one mode, e.g. (True, False)")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{who}: seed must be a non-negative integer, got {seed!r}")
     if shapes is None:
-        return None
+        return modes, None
     try:
         out = [tuple(operator.index(v) for v in s) for s in shapes]
     except TypeError:
@@ -77,7 +86,7 @@ def checked_arguments(who: str, shapes: Any, seed: Any) -> list[tuple[int, ...]]
         if shape and min(shape) >= 1:
             check_fits(who, "an input", shape, 8 * _FULL_SIZE_ARRAYS,
                        f" (with the {_FULL_SIZE_ARRAYS} arrays of its size a check keeps)")
-    return out
+    return modes, out
 
 
 def working_copy(module: Any, dtype: str) -> Any:
