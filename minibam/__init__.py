@@ -4,12 +4,16 @@
     from minibam import nn, functional as F
 """
 
-from minibam import functional, io, nn, optim, viz
-from minibam._config import is_grad_enabled, no_grad
-from minibam.gradcheck import GradcheckError, gradcheck
-from minibam.io import load, save
-from minibam.random import manual_seed
-from minibam.tensor import Tensor
+from minibam._malloc import keep_freed_memory
+
+keep_freed_memory()  # before any array is made: see minibam/_malloc.py
+
+from minibam import functional, io, nn, optim, viz  # noqa: E402
+from minibam._config import is_grad_enabled, no_grad  # noqa: E402
+from minibam.gradcheck import GradcheckError, gradcheck  # noqa: E402
+from minibam.io import load, save  # noqa: E402
+from minibam.random import manual_seed  # noqa: E402
+from minibam.tensor import Tensor  # noqa: E402
 
 __version__ = "0.1.0"
 
