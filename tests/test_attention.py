@@ -163,3 +163,54 @@ def test_threads_give_the_single_thread_results(monkeypatch, combine, dtype):
     for one, many in zip(*results):
         assert one.dtype == dtype
         np.testing.assert_allclose(many, one, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_when_the_exp_of_a_sum_factorises(dtype):
+    """e^{-(M_c + M_s)} as e^{-M_c} e^{-M_s} only while both factors and their product are
+    finite; beyond that, or for inf and nan, the one-exp-per-element path."""
+    from minibam.ops.attention import factorises
+
+    limit = np.log(np.finfo(dtype).max) / 2 - 1
+    small, ok = np.zeros((1, 1, 1, 1), dtype), np.full((1, 1, 1, 1), limit, dtype)
+    assert factorises(ok, -ok, dtype) and factorises(small, small, dtype)
+    assert np.isfinite(np.exp(ok.astype(dtype)) * np.exp(ok.astype(dtype))).all()
+    beyond = np.nextafter(ok, dtype(np.inf))
+    for bad in (beyond, -beyond, np.full_like(ok, np.inf), np.full_like(ok, np.nan)):
+        assert not factorises(bad, small, dtype) and not factorises(small, bad, dtype)
+
+
+class _Ctx:
+    needs_input_grad = (True, True, True)
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reach", [0.05, 1.0, 3.0])
+def test_both_sigmoid_paths_match_an_exact_sigmoid(dtype, reach):
+    """s = sigma(M_c + M_s) against a long-double sigmoid of the exact sum, wherever s is
+    a normal number: the fast path (maps up to 0.05 and 1 times the limit) within 4
+    units of round-off whatever the size of a; the fallback (3 times) within |a| + 4,
+    as it rounds the sum before its exp (the claim of `factorises`)."""
+    from minibam.ops.attention import BamCombine, factorises
+
+    rng = np.random.default_rng(7)
+    limit = np.log(np.finfo(dtype).max) / 2 - 1
+    x = np.ones((2, 3, 4, 5), dtype)
+    mc, ms = (rng.uniform(-1, 1, shape).astype(dtype) * dtype(reach * limit) for shape in ((2, 3, 1, 1), (2, 1, 4, 5)))
+    if reach == 3.0:
+        mc[0, 0] = 2.5 * limit  # surely beyond
+    assert factorises(mc, ms, dtype) == (reach <= 1)
+    ctx = _Ctx()
+    BamCombine.forward(ctx, x, mc, ms, "sum")
+    s = ctx.saved[3]
+    exact = 1 / (1 + np.exp(-(mc.astype(np.longdouble) + ms.astype(np.longdouble))))
+    normal = exact >= np.finfo(dtype).tiny
+    assert normal.sum() >= 20
+    units = np.abs(s[normal] - exact[normal]) / exact[normal] / (np.finfo(dtype).eps / 2)
+    a = np.abs(mc + ms)[normal]
+    assert (units <= (4 if reach <= 1 else a + 4)).all()
+    if reach <= 1:
+        assert a.max() > 40 or reach < 1  # sums far from 0, where fl(a) would cost |a| units
