@@ -208,7 +208,8 @@ def col2im(
     if cols.shape != expected:
         raise ValueError(
             f"col2im: cols must have shape (N, C*kH*kW, oH*oW) = {expected} for input_shape "
-            f"{(n, c, h, w)}, kernel {g.kernel} and output {g.out}, got {cols.shape}"
+            f"{(n, c, h, w)}, kernel {g.kernel}, stride {g.stride}, padding {g.padding} and "
+            f"dilation {g.dilation} (output {g.out}), got {cols.shape}"
         )
     slabs = cols.reshape(n, c, g.kernel[0], g.kernel[1], *g.out)
     return fold(lambda i, j: slabs[:, :, i, j], (n, c, h, w), g, cols.dtype)

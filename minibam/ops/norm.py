@@ -145,7 +145,7 @@ class BatchNorm(Function):
         return d_x, (d_weight if need_weight else None), (d_bias if need_bias else None)
 
 
-def _buffer(value: Any, name: str, channels: int) -> np.ndarray | None:
+def _buffer(value: Any, name: str, channels: int, x_shape: tuple[int, ...]) -> np.ndarray | None:
     """The array behind a running-statistics buffer (a Tensor or a float ndarray), checked."""
     if value is None:
         return None
@@ -165,8 +165,8 @@ def _buffer(value: Any, name: str, channels: int) -> np.ndarray | None:
         )
     if array.shape != (channels,):
         raise ValueError(
-            f"{_OP}: {name} must have shape ({channels},) for input with {channels} "
-            f"channels, got {array.shape}"
+            f"{_OP}: {name} must have shape ({channels},) for x of shape {x_shape} "
+            f"({channels} channels), got {array.shape}"
         )
     return array
 
@@ -204,13 +204,13 @@ def batch_norm(
             f"{_OP}: x must be (N, C) or (N, C, H, W) (at least 2-D), got shape {x.shape}"
         )
     channels = x.shape[1]
-    mean_buf = _buffer(running_mean, "running_mean", channels)
-    var_buf = _buffer(running_var, "running_var", channels)
+    mean_buf = _buffer(running_mean, "running_mean", channels, x.shape)
+    var_buf = _buffer(running_var, "running_var", channels, x.shape)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.shape != (channels,):
             raise ValueError(
-                f"{_OP}: {name} must have shape ({channels},) for input with {channels} "
-                f"channels, got {t.shape}"
+                f"{_OP}: {name} must have shape ({channels},) for x of shape {x.shape} "
+                f"({channels} channels), got {t.shape}"
             )
     momentum = _real(momentum, "momentum")
     eps = _real(eps, "eps")
