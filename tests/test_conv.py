@@ -144,6 +144,41 @@ def test_skipped_input_grads(kernel, params, needs):
             assert ours.grad is None
 
 
+def test_which_input_gradients_are_a_correlation():
+    """Stride 1 with padding at most d (k - 1) on each axis (docs/derivations/conv.md)."""
+    def corr(k, **params):
+        return conv._correlation_pays(conv.geometry("t", 20, 20, k, params.get("stride", 1),
+                                                    params.get("padding", 0), params.get("dilation", 1)))
+
+    assert corr(3, padding=4, dilation=4) and corr(3, padding=1) and corr(3) and corr(1)
+    assert corr((3, 1), padding=(2, 0)) and corr(3, padding=(8, 2), dilation=(4, 1))
+    assert corr(3, padding=2) and not corr(3, padding=3) and not corr(1, padding=1) and not corr(3, padding=(1, 3))
+    assert not corr(3, padding=1, stride=2)
+
+
+@pytest.mark.parametrize("params", [
+    {"padding": 4, "dilation": 4}, {"padding": (2, 1), "dilation": (2, 3)}, {"padding": (0, 2)},
+    {"padding": 3},  # beyond d (k - 1): col2im
+    {"padding": (1, 3), "dilation": (1, 2)},
+])
+@pytest.mark.parametrize("kernel", [(3, 3), (2, 3)])
+def test_stride_one_input_gradient_both_ways(params, kernel):
+    """Correlation and col2im give PyTorch's input gradient, off the flat path, with a
+    random upstream gradient and more channels than the hypothesis cases draw."""
+    torch = _torch()
+    rng = np.random.default_rng(11)
+    x, w = _normal(rng, (2, 5, 9, 7)), _normal(rng, (6, 5, *kernel))
+    g = conv.geometry("t", 9, 7, kernel, 1, params.get("padding", 0), params.get("dilation", 1))
+    dy = _normal(rng, (2, 6, *g.out))
+    xt = mb.Tensor(x, requires_grad=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv, "FLAT_MAX_CHANNELS", 0)
+        F.conv2d(xt, mb.Tensor(w), **params).backward(dy)
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.conv2d(tx, torch.tensor(w), **params).backward(torch.tensor(dy))
+    np.testing.assert_allclose(xt.grad, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "x_shape, w_shape, params, with_bias",
     [

@@ -290,6 +290,8 @@ class Conv2d(Function):
                 # can keep it as x.grad without copying (a reshaped result is a view).
                 gx = np.empty(ctx.x_shape, dtype=np.result_type(weight, grad))
                 np.matmul(weight.reshape(o, -1).T, g3, out=gx.reshape(n, ctx.x_shape[1], -1))
+            elif _correlation_pays(g):
+                gx = _input_grad_by_correlation(grad, weight, g)
             else:
                 c = ctx.x_shape[1]
                 dtype = np.result_type(weight, grad)
@@ -298,6 +300,36 @@ class Conv2d(Function):
                     ctx.x_shape, g, dtype,
                 )
         return gx, gw, gb
+
+
+def _correlation_pays(g: Geometry) -> bool:
+    r"""Whether a stride-1 input gradient is computed as a correlation (see below): it
+    needs the gradient padded by $d (k - 1) - p \ge 0$ on each side."""
+    return g.stride == (1, 1) and all(
+        p <= d * (k - 1) for k, p, d in zip(g.kernel, g.padding, g.dilation, strict=True)
+    )
+
+
+def _input_grad_by_correlation(grad: np.ndarray, weight: np.ndarray, g: Geometry) -> np.ndarray:
+    r"""$\bar x$ of a stride-1 convolution as a stride-1 correlation of $\bar y$.
+
+    From $y[a, b] = \sum_{c,i,j} W[o, c, i, j]\, x[a + i d - p, b + j d - p]$ (per
+    axis), $\bar x[u] = \sum_{o,i} W[o, c, i]\, \bar y[u + p - i d]$; with
+    $i' = k - 1 - i$ that is $\sum_{o,i'} W[o, c, k - 1 - i']\, \bar y[u - p' + i' d]$,
+    $p' = d (k - 1) - p$: a correlation of $\bar y$, zero-padded by $p'$, with the
+    kernel flipped in both spatial axes and its two channel axes swapped, at the same
+    dilation; its output is exactly H x W. So it is im2col of $\bar y$ and one matrix
+    product, instead of `fold`'s kH kW small products and strided additions: faster on
+    two threads, as the product is one large BLAS call (docs/performance.md, "The input
+    gradient as a correlation"; derivation: docs/derivations/conv.md, "Stride 1: the input
+    gradient is a convolution too").
+    """
+    (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
+    n, o, oh, ow = grad.shape
+    back = geometry("conv2d", oh, ow, g.kernel, 1, (dh * (kh - 1) - ph, dw * (kw - 1) - pw), g.dilation)
+    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kH, kW)
+    cols = unfold(grad, back)
+    return np.matmul(flipped.reshape(flipped.shape[0], -1), cols).reshape(n, -1, *back.out)
 
 
 # When the flat layout beats im2col (measured in docs/performance.md, section
