@@ -277,7 +277,11 @@ class Conv2d(Function):
         if need_b:
             gb = g3.sum(axis=2).sum(axis=0)
         if ctx.flat:
-            gx, gw = _flat_backward(grad, cols, weight, ctx.x_shape, ctx.geometry, need_x, need_w)
+            by_correlation = need_x and _correlation_pays(ctx.geometry)
+            gx, gw = _flat_backward(grad, cols, weight, ctx.x_shape, ctx.geometry,
+                                    need_x and not by_correlation, need_w)
+            if by_correlation:
+                gx = _input_grad_by_correlation(grad, weight, ctx.geometry)
             return gx, gw, gb
         if need_w:
             # (K, L) @ (L, O) per sample, summed over the batch: OpenBLAS runs this
@@ -319,8 +323,9 @@ def _input_grad_by_correlation(grad: np.ndarray, weight: np.ndarray, g: Geometry
     $p' = d (k - 1) - p$: a correlation of $\bar y$, zero-padded by $p'$, with the
     kernel flipped in both spatial axes and its two channel axes swapped, at the same
     dilation; its output is exactly H x W. So it is im2col of $\bar y$ and one matrix
-    product, instead of `fold`'s kH kW small products and strided additions: faster on
-    two threads, as the product is one large BLAS call (docs/performance.md, "The input
+    product (or, where it pays, the flat stride-1 forward), instead of `fold`'s kH kW
+    small products and strided additions (or the flat backward's), faster on two
+    threads, as the product is one large BLAS call (docs/performance.md, "The input
     gradient as a correlation"; derivation: docs/derivations/conv.md, "Stride 1: the input
     gradient is a convolution too").
     """
@@ -328,6 +333,9 @@ def _input_grad_by_correlation(grad: np.ndarray, weight: np.ndarray, g: Geometry
     n, o, oh, ow = grad.shape
     back = geometry("conv2d", oh, ow, g.kernel, 1, (dh * (kh - 1) - ph, dw * (kw - 1) - pw), g.dilation)
     flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kH, kW)
+    if _flat_pays(o, ow, back):  # the correlation is itself a stride-1 convolution
+        gx, _ = _flat_forward(grad, flipped, back)
+        return gx.reshape(n, -1, *back.out)
     cols = unfold(grad, back)
     return np.matmul(flipped.reshape(flipped.shape[0], -1), cols).reshape(n, -1, *back.out)
 
