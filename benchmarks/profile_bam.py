@@ -9,7 +9,9 @@ Runs BAM forward + backward in training mode with every thread pool at one threa
 backward walk, gradient sums, Python; with ``--step`` also the loss's bookkeeping and
 the Adam update). CPU time, not elapsed time, so that other
 processes on the machine disturb it little; the split between ops is the point, not
-the total. See docs/performance.md, "Where the time goes".
+the total. It also counts the page faults of a step (each is the kernel mapping and
+zeroing a page of fresh memory): `MINIBAM_MALLOC=system` shows them without minibam's
+allocator setting (minibam/_malloc.py). See docs/performance.md, "Where the time goes".
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -92,11 +95,14 @@ def main() -> None:
     step()
     step()
     SPENT.clear()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.process_time()
     for _ in range(args.repeat):
         step()
     total = 1e3 * (time.process_time() - start) / args.repeat
-    print(f"{what} at {shape} {dtype.name}, one thread: {total:.1f} ms CPU a step\n")
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / args.repeat
+    print(f"{what} at {shape} {dtype.name}, one thread: {total:.1f} ms CPU a step, "
+          f"{faults:.0f} page faults a step\n")
     print(f"| {'op':<28} | ms | share |\n| --- | --- | --- |")
     for name, seconds in SPENT.most_common():
         ms = 1e3 * seconds / args.repeat
