@@ -245,6 +245,11 @@ class Conv2d(Function):
     copy of x kH kW times; the backward runs the same sums transposed
     (`_flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
     without im2col".
+
+    With stride 1 and padding at most $d (k - 1)$, $\bar x$ is computed instead as a
+    correlation of $\bar y$ with the flipped kernel (`_input_grad_by_correlation`), one
+    large product rather than col2im's kH kW small ones; col2im stays the path of every
+    other convolution.
     """
 
     @staticmethod
