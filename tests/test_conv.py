@@ -11,7 +11,7 @@ from torch_ref import assert_matches_torch
 
 import minibam as mb
 from minibam import functional as F
-from minibam.ops import conv
+from minibam.ops import conv, conv_flat
 from minibam.ops.conv import col2im, im2col
 
 
@@ -68,8 +68,8 @@ def test_stride_one_conv2d_matches_torch(case, with_bias):
     """Stride 1 with any kernel, padding and dilation, forced onto the flat padded layout
     (which by default only large maps with few channels take)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv, "FLAT_MAX_WASTE", float("inf"))
-        patch.setattr(conv, "FLAT_MIN_CHANNELS", 1)
+        patch.setattr(conv_flat, "FLAT_MAX_WASTE", float("inf"))
+        patch.setattr(conv_flat, "FLAT_MIN_CHANNELS", 1)
         _assert_conv2d_matches_torch(case, with_bias)
 
 
@@ -79,7 +79,7 @@ def test_which_convolutions_take_the_flat_path():
     def flat(channels, size, **params):
         g = conv.geometry("conv2d", size, size, 3, params.get("stride", 1), params.get("padding", 0),
                           params.get("dilation", 1))
-        return conv._flat_pays(channels, size, g)
+        return conv_flat.flat_pays(channels, size, g)
 
     assert flat(16, 56, padding=4, dilation=4) and flat(4, 32, padding=1)
     assert not flat(16, 14, padding=4, dilation=4)  # 8 of every 22 values wasted
@@ -172,7 +172,7 @@ def test_stride_one_input_gradient_both_ways(params, kernel):
     dy = _normal(rng, (2, 6, *g.out))
     xt = mb.Tensor(x, requires_grad=True)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv, "FLAT_MAX_CHANNELS", 0)
+        patch.setattr(conv_flat, "FLAT_MAX_CHANNELS", 0)
         F.conv2d(xt, mb.Tensor(w), **params).backward(dy)
     tx = torch.tensor(x, requires_grad=True)
     torch.nn.functional.conv2d(tx, torch.tensor(w), **params).backward(torch.tensor(dy))
@@ -192,8 +192,8 @@ def test_stride_one_input_gradient_both_ways(params, kernel):
 @pytest.mark.parametrize("flat", [False, True])
 def test_conv2d_gradcheck(monkeypatch, x_shape, w_shape, params, with_bias, flat):
     """``flat``: stride-1 cases forced onto the flat layout (docs/performance.md)."""
-    monkeypatch.setattr(conv, "FLAT_MAX_WASTE", float("inf") if flat else -1.0)
-    monkeypatch.setattr(conv, "FLAT_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_flat, "FLAT_MAX_WASTE", float("inf") if flat else -1.0)
+    monkeypatch.setattr(conv_flat, "FLAT_MIN_CHANNELS", 1)
     rng = np.random.default_rng(3)
     inputs = [
         mb.Tensor(_normal(rng, x_shape), requires_grad=True),
