@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = {
     "empty": ["tests/test_reliability.py", "-k", "empty_batch"],
     "pool": ["tests/test_pool.py", "tests/test_pool_cbam.py"],
+    "conv_flat": ["tests/test_conv.py"],
 }
 
 
@@ -102,27 +103,39 @@ class _Replace(ast.NodeTransformer):
         return super().generic_visit(node)
 
 
+def _backward_functions(tree: ast.Module) -> Iterator[tuple[str, ast.FunctionDef]]:
+    """(name, function): every op's ``backward``, and the module-level helpers that
+    compute a backward for it (named ``*backward*`` or ``*_grad_*``, e.g. the flat
+    layout's ``flat_backward`` or conv's ``_input_grad_by_correlation``)."""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            for fn in node.body:
+                if isinstance(fn, ast.FunctionDef) and fn.name == "backward":
+                    yield f"{node.name}.backward", fn
+        elif isinstance(node, ast.FunctionDef) and ("backward" in node.name or "_grad_" in node.name):
+            yield node.name, node
+
+
 def mutants(path: Path) -> Iterator[Mutant]:
     tree = ast.parse(path.read_text())
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
-        for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "backward"):
-            body = [n for stmt in fn.body for n in ast.walk(stmt)]
-            # -1 -> -2 is no mutant: NumPy reads any negative size in a reshape as "the rest".
-            negated = {id(n.operand) for n in body if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub)}
-            for node in body:
-                if id(node) in negated:
-                    continue
-                if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
-                    continue  # the docstring
-                for kind, replacement in _variants(node):
-                    # Mutate a deep copy, found again by position in the same walk order.
-                    mutated = copy.deepcopy(tree)
-                    index = list(ast.walk(tree)).index(node)
-                    target = list(ast.walk(mutated))[index]
-                    rep = _variants_copy(target, kind, replacement, node)
-                    new = ast.fix_missing_locations(_Replace(target, rep).visit(mutated))
-                    yield Mutant(path, f"{cls.name}.backward", node.lineno, kind,
-                                 ast.unparse(node), ast.unparse(rep), ast.unparse(new))
+    for name, fn in _backward_functions(tree):
+        body = [n for stmt in fn.body for n in ast.walk(stmt)]
+        # -1 -> -2 is no mutant: NumPy reads any negative size in a reshape as "the rest".
+        negated = {id(n.operand) for n in body if isinstance(n, ast.UnaryOp) and isinstance(n.op, ast.USub)}
+        for node in body:
+            if id(node) in negated:
+                continue
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue  # the docstring
+            for kind, replacement in _variants(node):
+                # Mutate a deep copy, found again by position in the same walk order.
+                mutated = copy.deepcopy(tree)
+                index = list(ast.walk(tree)).index(node)
+                target = list(ast.walk(mutated))[index]
+                rep = _variants_copy(target, kind, replacement, node)
+                new = ast.fix_missing_locations(_Replace(target, rep).visit(mutated))
+                yield Mutant(path, name, node.lineno, kind,
+                             ast.unparse(node), ast.unparse(rep), ast.unparse(new))
 
 
 def _variants_copy(target: ast.AST, kind: str, replacement: ast.AST, original: ast.AST) -> ast.AST:
