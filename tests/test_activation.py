@@ -84,7 +84,7 @@ def test_needs_a_tensor(name):
 def test_relu_backward_sends_nothing_through_an_off_unit_even_inf_or_nan(dtype):
     """ReLU's backward multiplies by the mask; an inf or nan upstream gradient at an off
     unit (inf * 0 = nan) must still give 0 there, as PyTorch's threshold_backward does."""
-    x = mb.Tensor(np.array([-1.0, 0.0, 2.0, -3.0, 4.0], dtype), requires_grad=True)
+    x = mb.Tensor(np.array([-1.0, 0.0, 0.5, -3.0, 4.0], dtype), requires_grad=True)  # 0.5: on, below 1
     upstream = np.array([np.inf, np.nan, 5.0, -np.inf, np.inf], dtype)
     with np.errstate(all="ignore"):
         F.relu(x).backward(upstream)
