@@ -91,3 +91,20 @@ def test_a_tensor_used_three_times_gets_the_sum_of_its_three_gradients():
     (y + y + y).backward(dy)
     np.testing.assert_array_equal(y.grad, np.full((3, 200), 1.5))
     np.testing.assert_array_equal(dy, 0.5)
+
+
+def test_map_chunks_inside_map_chunks_does_not_wait_for_itself(three_threads):
+    """A run on a pool thread that itself calls map_chunks runs its work in place (the
+    pool's threads may all be busy with the outer runs: waiting would never end)."""
+    def inner(chunk):
+        return sum(chunk)
+
+    def outer(chunk):
+        return _parallel.map_chunks(inner, list(chunk))
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("r", _parallel.map_chunks(outer, list(range(9)))))
+    thread.start()
+    thread.join(timeout=20)
+    assert not thread.is_alive(), "map_chunks inside map_chunks waited for itself"
+    assert sum(sum(part) for part in result["r"]) == sum(range(9))

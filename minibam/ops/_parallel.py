@@ -34,6 +34,7 @@ THREADS = _threads_from_env()
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = -1
 _lock = threading.Lock()
+_PREFIX = "minibam-pool"
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -42,7 +43,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(max_workers=THREADS - 1, thread_name_prefix="minibam")
+            _pool = ThreadPoolExecutor(max_workers=THREADS - 1, thread_name_prefix=_PREFIX)
             _pool_pid = os.getpid()
         return _pool
 
@@ -57,7 +58,9 @@ def map_chunks(work: Callable[[Sequence[T]], Any], items: Sequence[T]) -> list[A
     writes: each run gets its own results back in the returned list, in order.
     """
     runs = min(THREADS, len(items))
-    if runs <= 1:
+    # On one of the pool's own threads (a map_chunks inside a map_chunks), waiting for
+    # the pool could wait for this very thread: run in place instead.
+    if runs <= 1 or threading.current_thread().name.startswith(_PREFIX):
         return [work(items)]
     bounds = [len(items) * k // runs for k in range(runs + 1)]
     chunks = [items[bounds[k]:bounds[k + 1]] for k in range(runs)]
