@@ -9,6 +9,7 @@ batch-norm backward still passes, because the true gradient is exactly zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from numbers import Real
 from typing import Any
@@ -79,7 +80,12 @@ def gradcheck(
     for name, value, smallest in (("eps", eps, 0.0), ("atol", atol, None), ("rtol", rtol, None)):
         if isinstance(value, bool) or not isinstance(value, Real):
             raise TypeError(f"gradcheck: {name} must be a real number, got {value!r}")
-        if not (value > 0 if smallest is not None else value >= 0) or not np.isfinite(value):
+        try:
+            # A Python int beyond float64 (or beyond int64, which NumPy's isfinite refuses).
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not (value > 0 if smallest is not None else value >= 0) or not finite:
             kind = "positive" if smallest is not None else "non-negative"
             raise ValueError(f"gradcheck: {name} must be finite and {kind}, got {value!r}")
     integer(seed, "seed", "gradcheck", 0)

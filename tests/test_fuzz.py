@@ -383,8 +383,12 @@ ENTRIES = [
           ("BAM", "BAM", lambda: nn.BAM(8, 4, dilation_conv_num=1, dilation_val=1), (2, 8, 3, 3)),
           ("CBAM", "CBAM", lambda: nn.CBAM(8, 2), (2, 8, 3, 3)),
       ]],
+    # A refused load keeps PyTorch's words, "Error(s) in loading state_dict for BAM" (API.md
+    # fixes no wording, and where it is silent minibam does what PyTorch does): that names
+    # the call as well as "load_state_dict" would. Its StateDictError is a RuntimeError (as
+    # PyTorch's), KeyError and ValueError, all documented here.
     Entry("load_state_dict", _state, lambda module, state_dict, strict: module.load_state_dict(state_dict, strict),
-          None, errors=(TypeError, ValueError, RuntimeError, KeyError),
+          None, errors=(TypeError, ValueError, RuntimeError, KeyError), owner_names=("loading state_dict",),
           aliases={"state_dict": ("checkpoint", "mapping", "Error(s) in loading")}),
     Entry("bam_forward", _manual, manual.bam_forward, None),
     Entry("bam_backward", _manual_backward, manual.bam_backward, None),
@@ -518,6 +522,10 @@ def _names_a_value(message: str, args: dict[str, Any], replaced: list[str]) -> b
         if shape is not None and str(tuple(shape)) in message:
             return True
         if isinstance(v, (int, float, str)) and repr(v) in message:
+            return True
+        # A 0-d integer array (np.array(254, dtype=np.uint8)) is named by its value.
+        if isinstance(v, (np.ndarray, np.generic)) and v.ndim == 0 and v.dtype.kind in "iu" \
+                and repr(v.item()) in message:
             return True
     return False
 

@@ -107,6 +107,14 @@ def test_argument_errors():
         mb.gradcheck(lambda x: x.data, [_t([1.0])])
     with pytest.raises(mb.GradcheckError, match="does not depend"):
         mb.gradcheck(lambda x, c: c * 2, [_t([1.0]), mb.Tensor([1.0])])
+    # Fuzz finding: integers beyond int64 reached NumPy's isfinite, which has no loop for them.
+    for name in ("eps", "atol", "rtol"):
+        with pytest.raises(ValueError, match=rf"gradcheck: {name} must be finite and .*, got -{2**70}"):
+            mb.gradcheck(lambda x: x * 2, [_t([1.0])], **{name: -(2**70)})
+        with pytest.raises(ValueError, match=rf"gradcheck: {name} must be finite"):
+            mb.gradcheck(lambda x: x * 2, [_t([1.0])], **{name: 10**400})
+        with pytest.raises(TypeError, match=rf"gradcheck: {name} must be a real number, got 'x'"):
+            mb.gradcheck(lambda x: x * 2, [_t([1.0])], **{name: "x"})
 
 
 def test_tolerances_are_used():
