@@ -44,7 +44,9 @@ def numeric_gradient(loss: Callable[[], float], x: np.ndarray, eps: float) -> np
     it (``x`` is the ``.data`` of a tensor that ``loss`` uses).
     """
     flat = x.reshape(-1)
-    if not np.shares_memory(flat, x):  # perturbing a copy would measure nothing
+    # Perturbing a copy would measure nothing. (An empty x shares no memory with anything,
+    # and has nothing to perturb.)
+    if x.size and not np.shares_memory(flat, x):
         raise ValueError("numeric_gradient: x must be contiguous, so that it is perturbed in place")
     numeric = np.empty(flat.size)
     for k in range(flat.size):

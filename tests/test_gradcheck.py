@@ -117,6 +117,13 @@ def test_argument_errors():
             mb.gradcheck(lambda x: x * 2, [_t([1.0])], **{name: "x"})
 
 
+def test_an_empty_input_has_an_empty_gradient_to_check():
+    # Fuzz finding: an empty x "shares no memory" with its flat view, which was refused as
+    # a copy (a ValueError from numeric_gradient, not naming gradcheck).
+    assert mb.gradcheck(lambda t: (t * t).sum(), [_t(np.zeros((0, 3)))])
+    assert mb.gradcheck(lambda a, b: (a * b).sum() + b.sum(), [_t(np.zeros((2, 0))), _t(np.ones(1))])
+
+
 def test_tolerances_are_used():
     x = _t(np.array([1.0, 2.0]))
 
