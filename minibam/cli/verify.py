@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     if args.json:
-        print(json.dumps(report.to_dict()))
+        say(json.dumps(report.to_dict()))
     else:
         say(report.render(None if args.verbose else 12, traceback=args.verbose))
     return 0 if report.passed else 1
