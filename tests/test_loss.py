@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -59,6 +61,13 @@ def test_errors():
         F.cross_entropy(x, np.array([0, 1, 4]))
     with pytest.raises(ValueError, match="class indices"):
         F.cross_entropy(x, np.array([0, 1, 0.5]))
+    # Fuzz finding: the message named neither the logits it was judged against nor the
+    # bad target, and np.mod warned on inf and nan before the refusal.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for bad, shown in ((np.inf, "inf"), (np.nan, "nan"), (-1, "-1")):
+            with pytest.raises(ValueError, match=rf"in \[0, 4\) for logits of shape \(3, 4\), got {shown} at index 1"):
+                F.cross_entropy(x, np.array([0, bad, 2]))
     with pytest.raises(ValueError, match=r"\(N, K\)"):
         F.cross_entropy(mb.Tensor(np.zeros(3)), np.array([0]))
     with pytest.raises(TypeError):
