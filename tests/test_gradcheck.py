@@ -1,6 +1,7 @@
 """mb.gradcheck: passes correct ops, and names the input and element of a wrong one."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -122,6 +123,17 @@ def test_an_empty_input_has_an_empty_gradient_to_check():
     # a copy (a ValueError from numeric_gradient, not naming gradcheck).
     assert mb.gradcheck(lambda t: (t * t).sum(), [_t(np.zeros((0, 3)))])
     assert mb.gradcheck(lambda a, b: (a * b).sum() + b.sum(), [_t(np.zeros((2, 0))), _t(np.ones(1))])
+
+
+def test_nan_gradients_fail_and_a_huge_eps_does_not_warn():
+    # Fuzz finding: eps=1e308 overflowed with a RuntimeWarning, and the resulting nan
+    # "passed" (nan > 0 is False); a nan gradient must never pass.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(mb.GradcheckError, match=r"numeric nan .*eps=1e\+308"):
+            mb.gradcheck(lambda t: (t * t).sum(), [_t([1.0, 2.0])], eps=np.float64(1e308))
+        with pytest.raises(mb.GradcheckError, match="analytic nan"):
+            mb.gradcheck(lambda t: (t * np.nan).sum(), [_t([1.0, 2.0])])
 
 
 def test_tolerances_are_used():
