@@ -29,7 +29,9 @@ class CrossEntropy(Function):
         log_p = _log_softmax(logits)
         n = logits.shape[0]
         ctx.save_for_backward(log_p, targets)
-        return np.asarray(-log_p[np.arange(n), targets].mean(), dtype=logits.dtype)
+        # sum / n rather than mean(): an empty batch gives nan quietly, as in PyTorch
+        # (np.mean would warn "Mean of empty slice", which no errstate silences).
+        return np.asarray(-log_p[np.arange(n), targets].sum() / n, dtype=logits.dtype)
 
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray) -> tuple:
