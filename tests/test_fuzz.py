@@ -11,7 +11,8 @@ Fortran-order arrays, huge and negative integers, 0-d float arrays. Each call mu
   ``IndexError`` where the API says so) with a message that names the function and the
   argument that was replaced, never a bare NumPy or Python message;
 
-and must never change an array the caller passed (batch norm's running buffers aside).
+and must never change an array the caller passed (batch norm's running buffers aside),
+nor warn (a ``RuntimeWarning`` fails: inf and nan come back silently).
 The same for every CLI command: exit 0/1, or one line on stderr and exit 2.
 
 Profiles (tests/conftest.py): CI runs ``EXAMPLES`` (45) per entry point, about 12 s of
@@ -471,6 +472,8 @@ def _report(tmp_path_factory: Any):
         os.remove(_SAVE_TARGET)
 
 
+# inf and nan come back silently (docs/guarantees.md, "Warnings"): a RuntimeWarning fails.
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("entry", ENTRIES, ids=[f"{e.name}-{i}" for i, e in enumerate(ENTRIES)])
 @settings(max_examples=EXAMPLES, deadline=None, report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
