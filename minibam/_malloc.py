@@ -65,3 +65,13 @@ def keep_freed_memory() -> bool:
     # moving it (and the trim threshold) by itself.
     TUNED = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return TUNED
+
+
+def describe() -> str:
+    """One line for benchmark headers: which allocator settings minibam's processes run with."""
+    if TUNED:
+        return ("allocator: minibam keeps freed memory (glibc M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD "
+                "256 MiB; minibam/_malloc.py); a side without that code, such as PyTorch, runs with glibc's defaults")
+    if _user_chose():
+        return "allocator: glibc settings from the environment (MINIBAM_MALLOC / MALLOC_* / GLIBC_TUNABLES), both sides"
+    return "allocator: the system's defaults, both sides"

@@ -304,11 +304,19 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
     # array is a fresh result nobody else holds, so a leaf may keep it as .grad
     # without a copy; anything else (the caller's gradient, an upstream gradient
     # passed through unchanged, a view of one) is copied before it becomes .grad.
+    # Further gradients of the same tensor wait in ``extra`` until the tensor's turn, and
+    # are then added in one pass over memory (add_into) rather than one pass each.
     pending: dict[int, tuple[np.ndarray, bool]] = {id(root): (grad, False)}
+    extra: dict[int, list[np.ndarray]] = {}
     for tensor in reversed(topological_order(root)):
         g, owned = pending.pop(id(tensor), (None, False))
         if g is None:
             continue
+        terms = extra.pop(id(tensor), None)
+        if terms:
+            if not owned:  # not ours to add into: the sum becomes a fresh array
+                g, terms, owned = g + terms[0], terms[1:], True
+            add_into(g, *terms)  # g += each term, on all cores
         node = tensor._node
         if node is None or tensor._retains_grad:
             if tensor.grad is not None:
@@ -347,11 +355,7 @@ def _run_backward(root: Tensor, grad: np.ndarray) -> None:
                 parent_grad, fresh = np.asarray(parent_grad.astype(parent.dtype)), True
             key = id(parent)
             if key in pending:
-                previous, previous_owned = pending[key]
-                if previous_owned:  # ours alone: add in place, no new full-size array
-                    add_into(previous, parent_grad)  # previous += parent_grad, on all cores
-                else:
-                    pending[key] = (previous + parent_grad, True)
+                extra.setdefault(key, []).append(parent_grad)
             else:
                 pending[key] = (parent_grad, fresh)
 

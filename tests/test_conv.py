@@ -11,7 +11,7 @@ from torch_ref import assert_matches_torch
 
 import minibam as mb
 from minibam import functional as F
-from minibam.ops import conv
+from minibam.ops import conv, conv_flat
 from minibam.ops.conv import col2im, im2col
 
 
@@ -68,8 +68,8 @@ def test_stride_one_conv2d_matches_torch(case, with_bias):
     """Stride 1 with any kernel, padding and dilation, forced onto the flat padded layout
     (which by default only large maps with few channels take)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv, "FLAT_MAX_WASTE", float("inf"))
-        patch.setattr(conv, "FLAT_MIN_CHANNELS", 1)
+        patch.setattr(conv_flat, "FLAT_MAX_WASTE", float("inf"))
+        patch.setattr(conv_flat, "FLAT_MIN_CHANNELS", 1)
         _assert_conv2d_matches_torch(case, with_bias)
 
 
@@ -79,7 +79,7 @@ def test_which_convolutions_take_the_flat_path():
     def flat(channels, size, **params):
         g = conv.geometry("conv2d", size, size, 3, params.get("stride", 1), params.get("padding", 0),
                           params.get("dilation", 1))
-        return conv._flat_pays(channels, size, g)
+        return conv_flat.flat_pays(channels, size, g)
 
     assert flat(16, 56, padding=4, dilation=4) and flat(4, 32, padding=1)
     assert not flat(16, 14, padding=4, dilation=4)  # 8 of every 22 values wasted
@@ -144,6 +144,41 @@ def test_skipped_input_grads(kernel, params, needs):
             assert ours.grad is None
 
 
+def test_which_input_gradients_are_a_correlation():
+    """Stride 1 with padding at most d (k - 1) on each axis (docs/derivations/conv.md)."""
+    def corr(k, **params):
+        return conv._correlation_pays(conv.geometry("t", 20, 20, k, params.get("stride", 1),
+                                                    params.get("padding", 0), params.get("dilation", 1)))
+
+    assert corr(3, padding=4, dilation=4) and corr(3, padding=1) and corr(3) and corr(1)
+    assert corr((3, 1), padding=(2, 0)) and corr(3, padding=(8, 2), dilation=(4, 1))
+    assert corr(3, padding=2) and not corr(3, padding=3) and not corr(1, padding=1) and not corr(3, padding=(1, 3))
+    assert not corr(3, padding=1, stride=2)
+
+
+@pytest.mark.parametrize("params", [
+    {"padding": 4, "dilation": 4}, {"padding": (2, 1), "dilation": (2, 3)}, {"padding": (0, 2)},
+    {"padding": 3},  # beyond d (k - 1): col2im
+    {"padding": (1, 3), "dilation": (1, 2)},
+])
+@pytest.mark.parametrize("kernel", [(3, 3), (2, 3)])
+def test_stride_one_input_gradient_both_ways(params, kernel):
+    """Correlation and col2im give PyTorch's input gradient, off the flat path, with a
+    random upstream gradient and more channels than the hypothesis cases draw."""
+    torch = _torch()
+    rng = np.random.default_rng(11)
+    x, w = _normal(rng, (2, 5, 9, 7)), _normal(rng, (6, 5, *kernel))
+    g = conv.geometry("t", 9, 7, kernel, 1, params.get("padding", 0), params.get("dilation", 1))
+    dy = _normal(rng, (2, 6, *g.out))
+    xt = mb.Tensor(x, requires_grad=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv_flat, "FLAT_MAX_CHANNELS", 0)
+        F.conv2d(xt, mb.Tensor(w), **params).backward(dy)
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.conv2d(tx, torch.tensor(w), **params).backward(torch.tensor(dy))
+    np.testing.assert_allclose(xt.grad, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     "x_shape, w_shape, params, with_bias",
     [
@@ -157,8 +192,8 @@ def test_skipped_input_grads(kernel, params, needs):
 @pytest.mark.parametrize("flat", [False, True])
 def test_conv2d_gradcheck(monkeypatch, x_shape, w_shape, params, with_bias, flat):
     """``flat``: stride-1 cases forced onto the flat layout (docs/performance.md)."""
-    monkeypatch.setattr(conv, "FLAT_MAX_WASTE", float("inf") if flat else -1.0)
-    monkeypatch.setattr(conv, "FLAT_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_flat, "FLAT_MAX_WASTE", float("inf") if flat else -1.0)
+    monkeypatch.setattr(conv_flat, "FLAT_MIN_CHANNELS", 1)
     rng = np.random.default_rng(3)
     inputs = [
         mb.Tensor(_normal(rng, x_shape), requires_grad=True),

@@ -52,3 +52,42 @@ def test_add_into_equals_plain_addition(monkeypatch, three_threads, broadcast):
     expected = total + term
     _parallel.add_into(total, term)
     np.testing.assert_array_equal(total, expected)
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 4), (6, 9), (40,), (3, 1, 2, 5)])
+@pytest.mark.parametrize("block", [1, 3, 10, 1 << 16])
+def test_add_into_several_terms_block_by_block(monkeypatch, three_threads, shape, block):
+    """Several terms added block by block (blocks smaller than a row, several rows, one
+    value) give the plain loop's result to the bit, terms in order, a broadcast view among
+    them; the terms are not modified."""
+    monkeypatch.setattr(_parallel, "SPLIT_MIN_ELEMENTS", 8)
+    monkeypatch.setattr(_parallel, "BLOCK_ELEMENTS", block)
+    rng = np.random.default_rng(block)
+    total = rng.standard_normal(shape)
+    column = rng.standard_normal(shape[:1] + (1,) * (len(shape) - 1))
+    terms = [rng.standard_normal(shape) * 1e8, np.broadcast_to(column, shape),
+             rng.standard_normal(shape) * 1e-8]
+    copies = [t.copy() for t in terms]
+    expected = total.copy()
+    for term in terms:
+        expected += term
+    _parallel.add_into(total, *terms)
+    np.testing.assert_array_equal(total, expected)
+    for term, copy in zip(terms, copies):
+        np.testing.assert_array_equal(term, copy)
+
+
+def test_a_tensor_used_three_times_gets_the_sum_of_its_three_gradients():
+    """The engine keeps the later gradients of a tensor until its turn, then adds them in
+    one pass: x * 2 + x * 3 + x.sum() has gradient 2 + 3 + 1 at every element, and a
+    caller's upstream gradient passed through unchanged is never written into."""
+    import minibam as mb
+
+    x = mb.Tensor(np.arange(600.0).reshape(3, 200), requires_grad=True)
+    ((x * 2 + x * 3) + x).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full((3, 200), 6.0))
+    y = mb.Tensor(np.ones((3, 200)), requires_grad=True)
+    dy = np.full((3, 200), 0.5)
+    (y + y + y).backward(dy)
+    np.testing.assert_array_equal(y.grad, np.full((3, 200), 1.5))
+    np.testing.assert_array_equal(dy, 0.5)

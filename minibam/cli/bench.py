@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minibam._malloc import describe as describe_allocator
 from minibam.cli._common import DTYPES, UsageError, check_bam_fits, int_at_least, say, shape_type
 from minibam.nn.bam import VARIANTS
 
@@ -124,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     say(f"NumPy {np.__version__} ({bench.blas_description()}), {threads} threads a side"
         + ("" if len(sides) > 1 else "; PyTorch skipped ("
            + ("--no-torch" if args.no_torch else "torch is not installed") + ")"))
+    say(describe_allocator() + ("" if "memory" not in suites else
+                                "; the memory suite sets MALLOC_MMAP_THRESHOLD_=65536 for both"))
     say(f"each side in its own processes, {processes} a side, alternating; a process reports the "
         f"median {args.clock} time of {repeat} timed calls after {args.warmup} warm-up calls")
     say("time = median over processes, ±(max-min)/median; ratio = "

@@ -76,16 +76,42 @@ def map_chunks(work: Callable[[Sequence[T]], Any], items: Sequence[T]) -> list[A
 SPLIT_MIN_ELEMENTS = 1 << 18
 
 
-def add_into(total: np.ndarray, term: np.ndarray) -> None:
-    """``total += term`` (``term`` broadcastable to ``total``), split along the first axis
-    between the threads when ``total`` is large: the engine's sum of the gradients that
-    reach one tensor, a full-size pass that would otherwise run on one core."""
-    if total.size < SPLIT_MIN_ELEMENTS or total.ndim == 0 or total.shape[0] < 2 or term.shape != total.shape:
-        total += term
+def add_into(total: np.ndarray, *terms: np.ndarray) -> None:
+    """``total += term`` for each of ``terms`` in order (each broadcastable to ``total``):
+    the engine's sum of the gradients that reach one tensor.
+
+    When ``total`` is large, the work is split along its first axis between the threads,
+    and each thread walks its rows in cache-sized blocks, adding every term to a block
+    before moving on: ``total`` then goes through memory once however many terms there
+    are, instead of once per term (each element still gets the terms in the same order,
+    so the result is that of the plain loop, to the bit).
+    """
+    if total.size < SPLIT_MIN_ELEMENTS or total.ndim == 0 or total.shape[0] < 2 or any(
+        t.shape != total.shape for t in terms
+    ):
+        for term in terms:
+            total += term
         return
+    per_row = total.size // total.shape[0]
+    width = total.shape[1] if total.ndim > 1 else 1
+    step = max(1, BLOCK_ELEMENTS // max(per_row // max(width, 1), 1)) if total.ndim > 1 else None
 
     def add(rows: Sequence[int]) -> None:
-        part = slice(rows[0], rows[-1] + 1)
-        total[part] += term[part]
+        if step is None:  # 1-D: blocks of rows
+            for start in range(rows[0], rows[-1] + 1, BLOCK_ELEMENTS):
+                part = slice(start, min(start + BLOCK_ELEMENTS, rows[-1] + 1))
+                for term in terms:
+                    total[part] += term[part]
+            return
+        for i in rows:
+            for start in range(0, width, step):
+                part = (i, slice(start, start + step))
+                for term in terms:
+                    total[part] += term[part]
 
     map_chunks(add, range(total.shape[0]))
+
+
+# Values per block of add_into: a block of total stays in the CPU cache while each term
+# is added to it (the same size as BAM's combination uses, ops/attention.py).
+BLOCK_ELEMENTS = 1 << 16

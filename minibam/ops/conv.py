@@ -34,6 +34,7 @@ import numpy as np
 
 from minibam.function import Context, Function
 from minibam.ops._checks import check_fits, optional_tensor, pair, require_ndim, require_tensor
+from minibam.ops.conv_flat import flat_backward, flat_forward, flat_pays
 from minibam.ops.empty import EmptyBatch
 from minibam.tensor import Tensor
 
@@ -136,27 +137,6 @@ def fold(
     return padded[:, :, ph : ph + h, pw : pw + w] if ph or pw else padded
 
 
-def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
-    """``x`` zero-padded, each (channel) plane flattened: (N, C, Hp * Wp + tail), and Wp.
-
-    The layout of the stride-1 path (see `Conv2d`): in it, kernel offset (i, j)
-    reads, for every output pixel at once, one contiguous run of ``oH * Wp`` values
-    starting at `flat_offset`. The ``(kW - 1) dW`` zeros of the tail let the last
-    offset's run end inside the buffer.
-    """
-    n, c, h, w = x.shape
-    (ph, pw), (kw, dw) = g.padding, (g.kernel[1], g.dilation[1])
-    hp, wp = h + 2 * ph, w + 2 * pw
-    flat = np.zeros((n, c, hp * wp + (kw - 1) * dw), dtype=x.dtype)
-    flat[:, :, : hp * wp].reshape(n, c, hp, wp)[:, :, ph : ph + h, pw : pw + w] = x
-    return flat, wp
-
-
-def flat_offset(g: Geometry, wp: int, i: int, j: int) -> int:
-    """Where kernel offset (i, j)'s run starts in `pad_flat`'s layout."""
-    return i * g.dilation[0] * wp + j * g.dilation[1]
-
-
 def im2col(
     x: np.ndarray, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1
 ) -> np.ndarray:
@@ -237,14 +217,19 @@ class Conv2d(Function):
     "Forward as a matrix product", "Backward" and "1x1 convolution".
 
     Any other stride-1 convolution (BAM's dilated 3x3 ones) skips im2col too: on the
-    zero-padded input with each plane flattened (`pad_flat`, row length Wp), the
+    zero-padded input with each plane flattened (`conv_flat.pad_flat`, row length Wp), the
     values kernel offset (i, j) reads for all output pixels form one contiguous run
     starting at $i d_H W_p + j d_W$, if the output is computed on rows of Wp values
     and the last Wp - oW of each row thrown away. So
     $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$ is kH kW matrix products on views, with no
     copy of x kH kW times; the backward runs the same sums transposed
-    (`_flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
+    (`conv_flat.flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
     without im2col".
+
+    With stride 1 and padding at most $d (k - 1)$, $\bar x$ is computed instead as a
+    correlation of $\bar y$ with the flipped kernel (`_input_grad_by_correlation`), one
+    large product rather than col2im's kH kW small ones; col2im stays the path of every
+    other convolution.
     """
 
     @staticmethod
@@ -254,9 +239,9 @@ class Conv2d(Function):
         n, c, h, w = x.shape
         o = weight.shape[0]
         ctx.x_shape, ctx.geometry = x.shape, g
-        ctx.flat = _flat_pays(x.shape[1], x.shape[3], g)
+        ctx.flat = flat_pays(x.shape[1], x.shape[3], g)
         if ctx.flat:
-            y, saved = _flat_forward(x, weight, g)
+            y, saved = flat_forward(x, weight, g)
         else:
             saved = x.reshape(n, c, h * w) if g.is_pointwise else unfold(x, g)
             y = np.matmul(weight.reshape(o, -1), saved)  # (O, K) @ (N, K, L) -> (N, O, L)
@@ -277,7 +262,11 @@ class Conv2d(Function):
         if need_b:
             gb = g3.sum(axis=2).sum(axis=0)
         if ctx.flat:
-            gx, gw = _flat_backward(grad, cols, weight, ctx.x_shape, ctx.geometry, need_x, need_w)
+            by_correlation = need_x and _correlation_pays(ctx.geometry)
+            gx, gw = flat_backward(grad, cols, weight, ctx.x_shape, ctx.geometry,
+                                    need_x and not by_correlation, need_w)
+            if by_correlation:
+                gx = _input_grad_by_correlation(grad, weight, ctx.geometry)
             return gx, gw, gb
         if need_w:
             # (K, L) @ (L, O) per sample, summed over the batch: OpenBLAS runs this
@@ -290,6 +279,8 @@ class Conv2d(Function):
                 # can keep it as x.grad without copying (a reshaped result is a view).
                 gx = np.empty(ctx.x_shape, dtype=np.result_type(weight, grad))
                 np.matmul(weight.reshape(o, -1).T, g3, out=gx.reshape(n, ctx.x_shape[1], -1))
+            elif _correlation_pays(g):
+                gx = _input_grad_by_correlation(grad, weight, g)
             else:
                 c = ctx.x_shape[1]
                 dtype = np.result_type(weight, grad)
@@ -300,79 +291,38 @@ class Conv2d(Function):
         return gx, gw, gb
 
 
-# When the flat layout beats im2col (measured in docs/performance.md, section
-# "Stride-1 convolutions without im2col"): few input channels, where im2col's copies cost more
-# than the small products, but not one to three, where each product sums over so few
-# terms that BLAS runs far below speed; and little waste, the Wp - oW discarded values
-# of each row.
-FLAT_MIN_CHANNELS = 4
-FLAT_MAX_CHANNELS = 16
-FLAT_MAX_WASTE = 0.2
+def _correlation_pays(g: Geometry) -> bool:
+    r"""Whether a stride-1 input gradient is computed as a correlation (see below): it
+    needs the gradient padded by $d (k - 1) - p \ge 0$ on each side."""
+    return g.stride == (1, 1) and all(
+        p <= d * (k - 1) for k, p, d in zip(g.kernel, g.padding, g.dilation, strict=True)
+    )
 
 
-def _flat_pays(channels: int, width: int, g: Geometry) -> bool:
-    """Whether a convolution takes the stride-1 flat path (see `Conv2d`)."""
-    if g.stride != (1, 1) or g.is_pointwise or not FLAT_MIN_CHANNELS <= channels <= FLAT_MAX_CHANNELS:
-        return False
-    wp = width + 2 * g.padding[1]
-    return wp - g.out[1] <= FLAT_MAX_WASTE * g.out[1]
+def _input_grad_by_correlation(grad: np.ndarray, weight: np.ndarray, g: Geometry) -> np.ndarray:
+    r"""$\bar x$ of a stride-1 convolution as a stride-1 correlation of $\bar y$.
 
-
-def _flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
-    r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on `pad_flat`'s layout.
-
-    Returns y as (N, O, oH * oW) and the padded input (kept for dW).
+    From $y[a, b] = \sum_{c,i,j} W[o, c, i, j]\, x[a + i d - p, b + j d - p]$ (per
+    axis), $\bar x[u] = \sum_{o,i} W[o, c, i]\, \bar y[u + p - i d]$; with
+    $i' = k - 1 - i$ that is $\sum_{o,i'} W[o, c, k - 1 - i']\, \bar y[u - p' + i' d]$,
+    $p' = d (k - 1) - p$: a correlation of $\bar y$, zero-padded by $p'$, with the
+    kernel flipped in both spatial axes and its two channel axes swapped, at the same
+    dilation; its output is exactly H x W. So it is im2col of $\bar y$ and one matrix
+    product (or, where it pays, the flat stride-1 forward), instead of `fold`'s kH kW
+    small products and strided additions (or the flat backward's), faster on two
+    threads, as the product is one large BLAS call (docs/performance.md, "The input
+    gradient as a correlation"; derivation: docs/derivations/conv.md, "Stride 1: the input
+    gradient is a convolution too").
     """
-    n = x.shape[0]
-    o, (oh, ow) = weight.shape[0], g.out
-    flat, wp = pad_flat(x, g)
-    run = oh * wp  # oH rows of Wp: the last Wp - oW values of each row are discarded
-    y = np.zeros((n, o, run), dtype=np.result_type(x, weight))
-    term = np.empty_like(y)
-    for i in range(g.kernel[0]):
-        for j in range(g.kernel[1]):
-            start = flat_offset(g, wp, i, j)
-            # (O, C) @ (N, C, run): a read-only view of the buffer, no copy
-            np.matmul(weight[:, :, i, j], flat[:, :, start : start + run], out=term)
-            y += term
-    y = np.ascontiguousarray(y.reshape(n, o, oh, wp)[:, :, :, :ow]).reshape(n, o, oh * ow)
-    return y, flat
-
-
-def _flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray, x_shape: tuple[int, ...],
-                   g: Geometry, need_x: bool, need_w: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-    r"""Stride-1 backward on `pad_flat`'s layout: per kernel offset (i, j),
-    $\bar W_{:,:,i,j} = \sum_n \bar Y_n X_{n,(i,j)}^\top$ and
-    $\bar X_{(i,j)} \mathrel{+}= W_{:,:,i,j}^\top \bar Y$, then the padding is cut off."""
-    n, c, h, w = x_shape
-    o, (oh, ow), (ph, pw) = weight.shape[0], g.out, g.padding
-    hp, wp = h + 2 * ph, w + 2 * pw
-    run = oh * wp
-    dtype = np.result_type(weight, grad)
-    # dY on the flat layout: zeros in the discarded columns, so they add nothing anywhere.
-    g_flat = np.zeros((n, o, oh, wp), dtype=grad.dtype)
-    g_flat[:, :, :, :ow] = grad
-    g_flat = g_flat.reshape(n, o, run)
-    gx = gw = None
-    if need_w:
-        gw = np.empty(weight.shape, dtype=np.result_type(flat, grad))
-    if need_x:
-        gx_flat = np.zeros((n, c, flat_length := hp * wp + (g.kernel[1] - 1) * g.dilation[1]), dtype=dtype)
-        term = np.empty((n, c, run), dtype=dtype)
-    for i in range(g.kernel[0]):
-        for j in range(g.kernel[1]):
-            start = flat_offset(g, wp, i, j)
-            if need_w:
-                window = flat[:, :, start : start + run]
-                # (C, run) @ (run, O): the faster orientation for OpenBLAS, as in im2col's dW
-                gw[:, :, i, j] = np.matmul(window, g_flat.transpose(0, 2, 1)).sum(axis=0).T
-            if need_x:
-                np.matmul(weight[:, :, i, j].T, g_flat, out=term)
-                gx_flat[:, :, start : start + run] += term
-    if need_x:
-        planes = gx_flat[:, :, : flat_length - (g.kernel[1] - 1) * g.dilation[1]].reshape(n, c, hp, wp)
-        gx = np.ascontiguousarray(planes[:, :, ph : ph + h, pw : pw + w])
-    return gx, gw
+    (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
+    n, o, oh, ow = grad.shape
+    back = geometry("conv2d", oh, ow, g.kernel, 1, (dh * (kh - 1) - ph, dw * (kw - 1) - pw), g.dilation)
+    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kH, kW)
+    if flat_pays(o, ow, back):  # the correlation is itself a stride-1 convolution
+        gx, _ = flat_forward(grad, flipped, back)
+        return gx.reshape(n, -1, *back.out)
+    cols = unfold(grad, back)
+    return np.matmul(flipped.reshape(flipped.shape[0], -1), cols).reshape(n, -1, *back.out)
 
 
 def conv2d(

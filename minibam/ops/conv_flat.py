@@ -1,0 +1,116 @@
+"""Stride-1 convolutions without im2col: the flat padded layout.
+
+Zero-pad the input and flatten each channel's plane, row after row (`pad_flat`, row
+length Wp). For a stride-1 convolution, the values kernel offset (i, j) reads for all
+output pixels form one contiguous run of that buffer, starting at
+$i d_H W_p + j d_W$ (`flat_offset`), if the output is computed on rows of Wp values and
+the last Wp - oW of each row thrown away. So the convolution is kH kW matrix products on
+views of one padded copy of x, with no copy of x kH kW times. Derivation and
+measurements: docs/performance.md, "Stride-1 convolutions without im2col".
+`minibam.ops.conv.Conv2d` decides when to take this path (`flat_pays`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from minibam.ops.conv import Geometry
+
+
+def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
+    """``x`` zero-padded, each (channel) plane flattened: (N, C, Hp * Wp + tail), and Wp.
+
+    The layout of the stride-1 path (see `Conv2d`): in it, kernel offset (i, j)
+    reads, for every output pixel at once, one contiguous run of ``oH * Wp`` values
+    starting at `flat_offset`. The ``(kW - 1) dW`` zeros of the tail let the last
+    offset's run end inside the buffer.
+    """
+    n, c, h, w = x.shape
+    (ph, pw), (kw, dw) = g.padding, (g.kernel[1], g.dilation[1])
+    hp, wp = h + 2 * ph, w + 2 * pw
+    flat = np.zeros((n, c, hp * wp + (kw - 1) * dw), dtype=x.dtype)
+    flat[:, :, : hp * wp].reshape(n, c, hp, wp)[:, :, ph : ph + h, pw : pw + w] = x
+    return flat, wp
+
+
+def flat_offset(g: Geometry, wp: int, i: int, j: int) -> int:
+    """Where kernel offset (i, j)'s run starts in `pad_flat`'s layout."""
+    return i * g.dilation[0] * wp + j * g.dilation[1]
+
+
+# When the flat layout beats im2col (measured in docs/performance.md, section
+# "Stride-1 convolutions without im2col"): few input channels, where im2col's copies cost more
+# than the small products, but not one to three, where each product sums over so few
+# terms that BLAS runs far below speed; and little waste, the Wp - oW discarded values
+# of each row.
+FLAT_MIN_CHANNELS = 4
+FLAT_MAX_CHANNELS = 16
+FLAT_MAX_WASTE = 0.2
+
+
+def flat_pays(channels: int, width: int, g: Geometry) -> bool:
+    """Whether a convolution takes the stride-1 flat path (see `Conv2d`)."""
+    if g.stride != (1, 1) or g.is_pointwise or not FLAT_MIN_CHANNELS <= channels <= FLAT_MAX_CHANNELS:
+        return False
+    wp = width + 2 * g.padding[1]
+    return wp - g.out[1] <= FLAT_MAX_WASTE * g.out[1]
+
+
+def flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on `pad_flat`'s layout.
+
+    Returns y as (N, O, oH * oW) and the padded input (kept for dW).
+    """
+    n = x.shape[0]
+    o, (oh, ow) = weight.shape[0], g.out
+    flat, wp = pad_flat(x, g)
+    run = oh * wp  # oH rows of Wp: the last Wp - oW values of each row are discarded
+    y = np.zeros((n, o, run), dtype=np.result_type(x, weight))
+    term = np.empty_like(y)
+    for i in range(g.kernel[0]):
+        for j in range(g.kernel[1]):
+            start = flat_offset(g, wp, i, j)
+            # (O, C) @ (N, C, run): a read-only view of the buffer, no copy
+            np.matmul(weight[:, :, i, j], flat[:, :, start : start + run], out=term)
+            y += term
+    y = np.ascontiguousarray(y.reshape(n, o, oh, wp)[:, :, :, :ow]).reshape(n, o, oh * ow)
+    return y, flat
+
+
+def flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray, x_shape: tuple[int, ...],
+                   g: Geometry, need_x: bool, need_w: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    r"""Stride-1 backward on `pad_flat`'s layout: per kernel offset (i, j),
+    $\bar W_{:,:,i,j} = \sum_n \bar Y_n X_{n,(i,j)}^\top$ and
+    $\bar X_{(i,j)} \mathrel{+}= W_{:,:,i,j}^\top \bar Y$, then the padding is cut off."""
+    n, c, h, w = x_shape
+    o, (oh, ow), (ph, pw) = weight.shape[0], g.out, g.padding
+    hp, wp = h + 2 * ph, w + 2 * pw
+    run = oh * wp
+    dtype = np.result_type(weight, grad)
+    # dY on the flat layout: zeros in the discarded columns, so they add nothing anywhere.
+    g_flat = np.zeros((n, o, oh, wp), dtype=grad.dtype)
+    g_flat[:, :, :, :ow] = grad
+    g_flat = g_flat.reshape(n, o, run)
+    gx = gw = None
+    if need_w:
+        gw = np.empty(weight.shape, dtype=np.result_type(flat, grad))
+    if need_x:
+        gx_flat = np.zeros((n, c, flat_length := hp * wp + (g.kernel[1] - 1) * g.dilation[1]), dtype=dtype)
+        term = np.empty((n, c, run), dtype=dtype)
+    for i in range(g.kernel[0]):
+        for j in range(g.kernel[1]):
+            start = flat_offset(g, wp, i, j)
+            if need_w:
+                window = flat[:, :, start : start + run]
+                # (C, run) @ (run, O): the faster orientation for OpenBLAS, as in im2col's dW
+                gw[:, :, i, j] = np.matmul(window, g_flat.transpose(0, 2, 1)).sum(axis=0).T
+            if need_x:
+                np.matmul(weight[:, :, i, j].T, g_flat, out=term)
+                gx_flat[:, :, start : start + run] += term
+    if need_x:
+        planes = gx_flat[:, :, : flat_length - (g.kernel[1] - 1) * g.dilation[1]].reshape(n, c, hp, wp)
+        gx = np.ascontiguousarray(planes[:, :, ph : ph + h, pw : pw + w])
+    return gx, gw
