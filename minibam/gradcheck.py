@@ -9,6 +9,7 @@ batch-norm backward still passes, because the true gradient is exactly zero.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from numbers import Real
 from typing import Any
@@ -43,17 +44,22 @@ def numeric_gradient(loss: Callable[[], float], x: np.ndarray, eps: float) -> np
     it (``x`` is the ``.data`` of a tensor that ``loss`` uses).
     """
     flat = x.reshape(-1)
-    if not np.shares_memory(flat, x):  # perturbing a copy would measure nothing
+    # Perturbing a copy would measure nothing. (An empty x shares no memory with anything,
+    # and has nothing to perturb.)
+    if x.size and not np.shares_memory(flat, x):
         raise ValueError("numeric_gradient: x must be contiguous, so that it is perturbed in place")
     numeric = np.empty(flat.size)
-    for k in range(flat.size):
-        original = flat[k]
-        flat[k] = original + eps
-        plus = loss()
-        flat[k] = original - eps
-        minus = loss()
-        flat[k] = original
-        numeric[k] = (plus - minus) / (2 * eps)
+    # A huge eps overflows to inf and nan: quietly, as every op does (docs/guarantees.md);
+    # gradcheck then fails on them.
+    with np.errstate(all="ignore"):
+        for k in range(flat.size):
+            original = flat[k]
+            flat[k] = original + eps
+            plus = loss()
+            flat[k] = original - eps
+            minus = loss()
+            flat[k] = original
+            numeric[k] = (plus - minus) / (2 * eps)
     return numeric.reshape(x.shape)
 
 
@@ -79,7 +85,12 @@ def gradcheck(
     for name, value, smallest in (("eps", eps, 0.0), ("atol", atol, None), ("rtol", rtol, None)):
         if isinstance(value, bool) or not isinstance(value, Real):
             raise TypeError(f"gradcheck: {name} must be a real number, got {value!r}")
-        if not (value > 0 if smallest is not None else value >= 0) or not np.isfinite(value):
+        try:
+            # A Python int beyond float64 (or beyond int64, which NumPy's isfinite refuses).
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not (value > 0 if smallest is not None else value >= 0) or not finite:
             kind = "positive" if smallest is not None else "non-negative"
             raise ValueError(f"gradcheck: {name} must be finite and {kind}, got {value!r}")
     integer(seed, "seed", "gradcheck", 0)
@@ -105,9 +116,10 @@ def gradcheck(
         x = args[i]
         analytic = np.zeros(x.shape) if x.grad is None else x.grad.copy()
         numeric = numeric_gradient(lambda: _loss(fn, args, upstream), x.data, eps)
-        excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
-        if excess.size and np.max(excess) > 0:
-            worst = np.unravel_index(int(np.argmax(excess)), x.shape)
+        with np.errstate(all="ignore"):
+            excess = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
+        if np.any(~(excess <= 0)):  # a nan (from a nan or inf gradient) fails, and comes first
+            worst = np.unravel_index(int(np.argmax(np.where(np.isnan(excess), np.inf, excess))), x.shape)
             raise GradcheckError(
                 f"gradcheck: gradient of input {i} (shape {x.shape}) is wrong at index "
                 f"{tuple(int(j) for j in worst)}: analytic {analytic[worst]:.10g}, "

@@ -260,6 +260,9 @@ def test_a_single_sample_trains_when_it_has_several_pixels():
         (lambda: nn.CBAM(8, 2, pool_types="avg"), TypeError, "pool_types must be a sequence"),
         (lambda: nn.CBAM(8, 2, pool_types=()), ValueError, "non-empty"),
         (lambda: nn.CBAM(8, 2, pool_types=("avg", "mean")), ValueError, r"'mean'"),
+        # Fuzz finding: a list among the names was looked up in a dict ("unhashable type").
+        (lambda: nn.CBAM(8, 2, pool_types=["avg", ["max"]]), ValueError, r"pool_types .*\['max'\]"),
+        (lambda: nn.CBAM(8, 2, pool_types=[np.array(["avg"])]), ValueError, r"pool_types .*array"),
         (lambda: nn.CBAM(8.0, 2), TypeError, "gate_channels must be an int"),
         (lambda: nn.CBAM(8, 0), ValueError, "reduction_ratio must be a positive int"),
     ],
@@ -286,6 +289,10 @@ def test_manual_errors():
     x = np.zeros((2, 4, 3, 3))
     with pytest.raises(ValueError, match="pool_types"):
         manual.cbam_forward(x, params, ("avg", "median"))
+    with pytest.raises(ValueError, match=r"cbam_forward: pool_types .*\['max'\]"):
+        manual.cbam_forward(x, params, ["avg", ["max"]])
+    with pytest.raises(TypeError, match=r"cbam_forward: pool_types must be a sequence.*got 5"):
+        manual.cbam_forward(x, params, 5)
     with pytest.raises(ValueError, match=r"4-D.*\(4, 3, 3\)"):
         manual.cbam_forward(x[0], params)
     with pytest.raises(ValueError, match=r"unexpected keys \['SpatialGate"):

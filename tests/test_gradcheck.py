@@ -1,6 +1,7 @@
 """mb.gradcheck: passes correct ops, and names the input and element of a wrong one."""
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -107,6 +108,32 @@ def test_argument_errors():
         mb.gradcheck(lambda x: x.data, [_t([1.0])])
     with pytest.raises(mb.GradcheckError, match="does not depend"):
         mb.gradcheck(lambda x, c: c * 2, [_t([1.0]), mb.Tensor([1.0])])
+    # Fuzz finding: integers beyond int64 reached NumPy's isfinite, which has no loop for them.
+    for name in ("eps", "atol", "rtol"):
+        with pytest.raises(ValueError, match=rf"gradcheck: {name} must be finite and .*, got -{2**70}"):
+            mb.gradcheck(lambda x: x * 2, [_t([1.0])], **{name: -(2**70)})
+        with pytest.raises(ValueError, match=rf"gradcheck: {name} must be finite"):
+            mb.gradcheck(lambda x: x * 2, [_t([1.0])], **{name: 10**400})
+        with pytest.raises(TypeError, match=rf"gradcheck: {name} must be a real number, got 'x'"):
+            mb.gradcheck(lambda x: x * 2, [_t([1.0])], **{name: "x"})
+
+
+def test_an_empty_input_has_an_empty_gradient_to_check():
+    # Fuzz finding: an empty x "shares no memory" with its flat view, which was refused as
+    # a copy (a ValueError from numeric_gradient, not naming gradcheck).
+    assert mb.gradcheck(lambda t: (t * t).sum(), [_t(np.zeros((0, 3)))])
+    assert mb.gradcheck(lambda a, b: (a * b).sum() + b.sum(), [_t(np.zeros((2, 0))), _t(np.ones(1))])
+
+
+def test_nan_gradients_fail_and_a_huge_eps_does_not_warn():
+    # Fuzz finding: eps=1e308 overflowed with a RuntimeWarning, and the resulting nan
+    # "passed" (nan > 0 is False); a nan gradient must never pass.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(mb.GradcheckError, match=r"numeric nan .*eps=1e\+308"):
+            mb.gradcheck(lambda t: (t * t).sum(), [_t([1.0, 2.0])], eps=np.float64(1e308))
+        with pytest.raises(mb.GradcheckError, match="analytic nan"):
+            mb.gradcheck(lambda t: (t * np.nan).sum(), [_t([1.0, 2.0])])
 
 
 def test_tolerances_are_used():

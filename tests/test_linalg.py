@@ -134,6 +134,9 @@ def test_linear_errors():
         F.linear(x, _t(np.ones(3)))
     with pytest.raises(ValueError, match=r"\(4,\).*\(3,\)"):
         F.linear(x, w, _t(np.ones(3)))
+    # Fuzz finding: when the weight is the wrong one, the bias message must say so too.
+    with pytest.raises(ValueError, match=r"bias must have shape \(0,\) to match weight of shape \(0, 3\)"):
+        F.linear(x, _t(np.ones((0, 3))), _t(np.ones(1)))
     with pytest.raises(ValueError, match=r"\(\).*\(4, 3\)"):
         F.linear(_t(1.0), w)
     for args in ((np.ones((2, 3)), w), (x, np.ones((4, 3))), (x, w, np.ones(4))):

@@ -102,3 +102,10 @@ def test_bad_axes(name):
         getattr(x, name)(axis=(0, 1.0))
     with pytest.raises(TypeError, match="Tensor"):
         OPS[name][0](np.ones(3))
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_out_of_range_axis_names_the_shape_of_x(name):
+    # Fuzz finding: on a 0-D x the message named the axis only, not which input it missed.
+    with pytest.raises(ValueError, match=rf"{name}: axis 1 is out of range .*x has shape \(\)"):
+        getattr(F, name)(mb.Tensor(np.array(1.5)), axis=1)

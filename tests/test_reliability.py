@@ -224,6 +224,11 @@ X4 = np.ones((2, 3, 4, 4))
         (lambda: nn.BAM(16, dilation_conv_num=float("inf")), TypeError,
          "BAM: dilation_conv_num must be an int"),
         (lambda: nn.BAMNet(widths=3), TypeError, "BAMNet: widths"),
+        # fuzz findings: the message named BAM's gate_channel, not BAMNet's widths
+        (lambda: nn.BAMNet(widths=(1, 8), reduction_ratio=2), ValueError,
+         r"BAMNet: widths\[0\]=1 .* not divisible by reduction_ratio=2"),
+        (lambda: nn.BAMNet(widths=(8, 2, 8), reduction_ratio=4, attention="cbam"), ValueError,
+         r"BAMNet: widths\[1\]=2 .* smaller than reduction_ratio=4"),
         (lambda: F.conv2d(mb.Tensor(X4), mb.Tensor(np.ones((1, 3, 3, 3))), padding=10**12),
          ValueError, "conv2d: the padded input of shape .*padding.* more than the .* GiB of memory available"),
         (lambda: F.im2col(X4, 3, padding=10**9), ValueError, "im2col: the padded input"),

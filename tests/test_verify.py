@@ -161,6 +161,43 @@ def test_bad_arguments():
         verify.bam(Halves(C, R))
 
 
+class Crashes(TorchBAM):
+    """A BAM that raises on every input (as a port with a shape bug does)."""
+
+    def forward(self, x):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (32x3 and 16x4)\nmore detail")
+
+
+class CrashesInTraining(TorchBAM):
+    """Right in eval mode; raises, with an empty message, in training mode."""
+
+    def forward(self, x):
+        if self.training:
+            raise ValueError()
+        return super().forward(x)
+
+
+def test_a_module_that_raises_on_a_legal_input_fails_and_says_where():
+    module = Crashes(C, R)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    report = verify.bam(module)  # not an error: a wrong module, so a failed verdict
+    assert not report.passed and report.variant is None and report.closest is None
+    assert report.raised == f"eval (2,{C},8,8): RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x3 and 16x4)"
+    assert [r.name for r in report.rows] == [f"eval (2,{C},8,8) forward raised"] and not report.rows[0].passed
+    assert str(report).startswith(f"verify.bam: FAIL: the module raised on a legal input, {report.raised}")
+    assert "Traceback" not in str(report) and "Traceback" in report.render(traceback=True)
+    assert json.loads(json.dumps(report.to_dict()))["raised"] == report.raised
+    assert all(torch.equal(v, before[k]) for k, v in module.state_dict().items())
+
+    report = verify.bam(CrashesInTraining(C, R, 2, 4, "paper"))  # a ValueError with no message
+    assert not report.passed and report.closest == "paper"
+    assert report.raised == f"train (4,{C},8,8): ValueError"
+    assert str(report).splitlines()[1] == f"  the module raised: {report.raised}"
+    failed = [r.name for r in report.rows if not r.passed]
+    assert failed == [f"train (4,{C},8,8) forward raised", f"train (3,{C},6,10) forward raised"]
+    assert verify.bam(TorchBAM(C, R)).raised == ""
+
+
 def test_importing_verify_does_not_import_torch():
     code = "import sys, minibam.verify; assert 'torch' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -193,6 +230,10 @@ class Halves(TorchBAM):
 
 def Renamed(c=16):
     return RenamedBAM(c, 4)
+
+class Crashes(TorchBAM):
+    def forward(self, x):
+        raise RuntimeError("boom")
 
 NOT_A_MODULE = 3
 
@@ -259,6 +300,18 @@ def test_cli_verify_bad_input_is_one_line_and_exit_2(user_file, capsys):
         assert code == 2, (words, out, err)
         assert out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
         assert err.startswith("minibam verify: error:") and words in err, (words, err)
+
+
+def test_cli_verify_a_module_that_raises_is_a_fail_not_bad_input(user_file, capsys):
+    code, out, err = run_cli(capsys, "verify", f"{user_file}:Crashes", "--channels", "16")
+    assert code == 1 and err == ""
+    assert out.startswith("verify.bam: FAIL: the module raised on a legal input, eval (2,16,8,8): RuntimeError: boom\n")
+    assert "Traceback" not in out
+    code, out, _ = run_cli(capsys, "verify", f"{user_file}:Crashes", "--channels", "16", "--verbose")
+    assert code == 1 and "Traceback" in out and 'raise RuntimeError("boom")' in out
+    code, out, _ = run_cli(capsys, "verify", f"{user_file}:Crashes", "--channels", "16", "--json")
+    data = json.loads(out)
+    assert code == 1 and data["passed"] is False and data["raised"].endswith("RuntimeError: boom")
 
 
 def test_cli_verify_as_a_process(user_file):

@@ -130,3 +130,23 @@ def test_the_documented_examples_give_the_documented_verdicts():
     assert not bad.passed and bad.variant == "avg-twice"
     assert any(n.startswith("against the released code: 40 of 48 arrays differ; first divergence ChannelGate ")
                for n in bad.notes), bad.notes
+
+
+def test_a_module_that_raises_on_a_legal_input_fails_and_says_where():
+    class ValueErrorInTraining(TorchCBAM):  # a ValueError of the module's own is a finding too
+        def forward(self, x):
+            if self.training:
+                raise ValueError("Expected more than 1 value per channel")
+            return super().forward(x)
+
+    report = verify.cbam(ValueErrorInTraining(C, R), shapes=[(2, C, 8, 8)])
+    assert not report.passed
+    assert report.raised == f"train (2,{C},8,8): ValueError: Expected more than 1 value per channel"
+
+    class Crashes(TorchCBAM):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    report = verify.cbam(Crashes(C, R))
+    assert not report.passed and report.closest is None and report.raised == f"eval (2,{C},8,8): RuntimeError: boom"
+    assert str(report).startswith("verify.cbam: FAIL: the module raised on a legal input")

@@ -17,13 +17,12 @@ imported only by the commands that use it, and only if it is installed.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 from minibam import __version__
 from minibam.cli import bench, check, compare, exercises, grade, reference, verify
-from minibam.cli._common import Parser, UsageError, parse_shape
+from minibam.cli._common import Parser, UsageError, discard_stdout, parse_shape
 
 __all__ = ["UsageError", "build_parser", "main", "parse_shape"]
 
@@ -61,9 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. minibam check | head: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:
+        # Output goes through _common.say, which carries on to the command's own verdict
+        # when the reader leaves (minibam check | head -1). A broken pipe that still gets
+        # here stopped the command before its verdict: not a pass.
+        discard_stdout()
+        return 1
 
 
 if __name__ == "__main__":

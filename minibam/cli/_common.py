@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -113,4 +115,18 @@ def err(value: float | None) -> str:
 
 
 def say(*parts: Any) -> None:
-    print(*parts, flush=True)
+    """Print to stdout now. When the reader has gone (``minibam check | head -1``), the
+    rest of the output goes nowhere and the command carries on to its own verdict, so
+    that its exit status (1 for a failure) survives the pipe."""
+    try:
+        print(*parts, flush=True)
+    except BrokenPipeError:
+        discard_stdout()
+
+
+def discard_stdout() -> None:
+    """Send whatever is still to be written to stdout to os.devnull (the reader is gone:
+    writing again, even Python's own flush at exit, would raise BrokenPipeError)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     failed = [r for r in results if not r.passed]
     elapsed = time.perf_counter() - start
     if args.json:
-        print(json.dumps({
+        say(json.dumps({
             "passed": not failed, "seed": args.seed, "thorough": args.thorough,
             "torch": None if torch is None else torch.__version__, "fd_tol": FD_TOL,
             "torch_tol": None if torch is None else TORCH_TOL, "seconds": round(elapsed, 3),

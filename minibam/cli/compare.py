@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                      training is not None))
     missing = [f"grad.{k}" for k, _ in config.build().named_parameters() if f"grad.{k}" not in arrays]
     if args.json:
-        print(json.dumps({
+        say(json.dumps({
             "passed": not failed, "file": str(args.file), "config": config.describe(),
             "x_shape": list(arrays["x"].shape), "rtol": rtol, "atol": atol,
             "notes": notes, "overrides": changed, "hints": likely, "not_compared": missing,

@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
     if args.json:
-        print(json.dumps(report.to_dict()))
+        say(json.dumps(report.to_dict()))
     else:
-        say(report.render(None if args.verbose else 12))
+        say(report.render(None if args.verbose else 12, traceback=args.verbose))
     return 0 if report.passed else 1
 
 
@@ -133,5 +133,5 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="their names -> minibam's, as a JSON object or a .json file")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="default 0")
     parser.add_argument("--json", action="store_true", help="print report.to_dict() as one JSON object")
-    parser.add_argument("--verbose", action="store_true", help="the full table (default: failed arrays only)")
+    parser.add_argument("--verbose", action="store_true", help="the full table (default: failed arrays only), and the traceback if the module raised")
     parser.set_defaults(run=run)

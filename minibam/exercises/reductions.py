@@ -22,7 +22,7 @@ POOL_DOC = "derivations/pool.md#global-average-pooling"
 def _reduce_reference(grad: np.ndarray, shape: tuple, axis: Any, keepdims: bool, op: str) -> np.ndarray:
     ctx = Context((True,))
     function = Sum if op == "sum" else Mean
-    function.forward(ctx, np.zeros(shape), axes=normalize_axes(axis, len(shape), op), keepdims=keepdims)
+    function.forward(ctx, np.zeros(shape), axes=normalize_axes(axis, tuple(shape), op), keepdims=keepdims)
     return np.array(function.backward(ctx, grad)[0])
 
 
@@ -59,7 +59,7 @@ def _reduce_numeric(case: Case) -> dict[str, np.ndarray]:
 
 
 def _count(shape: tuple, axis: Any) -> int:
-    return int(np.prod([shape[i] for i in normalize_axes(axis, len(shape), "mean")]))
+    return int(np.prod([shape[i] for i in normalize_axes(axis, tuple(shape), "mean")]))
 
 
 def _plain_broadcast(grad: np.ndarray, shape: tuple, axis: Any, keepdims: bool, op: str) -> np.ndarray:

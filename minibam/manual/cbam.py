@@ -172,7 +172,11 @@ POOLS = {"avg": (_avg, _avg_backward), "max": (_max, _max_backward),
 
 def _check_inputs(x, params, pool_types, no_spatial, training, eps) -> np.ndarray:
     """Validate everything up front; return x as a float array."""
-    if isinstance(pool_types, str) or not pool_types or any(k not in POOLS for k in pool_types):
+    if isinstance(pool_types, str) or not isinstance(pool_types, Sequence):
+        raise TypeError(f"cbam_forward: pool_types must be a sequence of names such as ('avg', 'max'), "
+                        f"got {pool_types!r}")
+    # isinstance first: a list among the names is unhashable, and cannot be looked up in POOLS.
+    if not pool_types or any(not isinstance(k, str) or k not in POOLS for k in pool_types):
         raise ValueError(f"cbam_forward: pool_types must be a non-empty sequence drawn from "
                          f"{tuple(POOLS)}, got {pool_types!r}")
     if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):

@@ -44,7 +44,8 @@ def _check_pool_types(pool_types: Any) -> tuple[str, ...]:
         raise TypeError(
             f"CBAM: pool_types must be a sequence of names such as ('avg', 'max'), got {pool_types!r}"
         )
-    unknown = [p for p in pool_types if p not in POOLS]
+    # isinstance first: a list among the names is unhashable, and cannot be looked up in POOLS.
+    unknown = [p for p in pool_types if not isinstance(p, str) or p not in POOLS]
     if unknown or not pool_types:
         raise ValueError(
             f"CBAM: pool_types must be a non-empty sequence drawn from {tuple(POOLS)}, got "

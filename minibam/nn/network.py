@@ -56,6 +56,14 @@ class BAMNet(Module):
             raise ValueError(f"BAMNet: attention must be one of {ATTENTION}, got {attention!r}")
         self.attention = attention if use_bam else None
         self.use_bam = self.attention == "bam"
+        # Checked here, so that the error names widths, not the attention module's gate_channel.
+        for i, width in enumerate(widths[:-1] if self.attention else ()):
+            if self.attention == "bam" and width % reduction_ratio:
+                raise ValueError(f"BAMNet: widths[{i}]={width} (a BAM's channels) is not divisible by "
+                                 f"reduction_ratio={reduction_ratio}")
+            if self.attention == "cbam" and width < reduction_ratio:
+                raise ValueError(f"BAMNet: widths[{i}]={width} (a CBAM's channels) is smaller than "
+                                 f"reduction_ratio={reduction_ratio}: its hidden width would be 0")
         self.stem = _conv_bn_relu(in_channels, widths[0], 1)
         previous = widths[0]
         for i, width in enumerate(widths):

@@ -108,6 +108,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         )
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(
-            f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}"
+            f"linear: bias must have shape ({weight.shape[0]},) to match weight of shape "
+            f"{weight.shape} (out, in), got {bias.shape}"
         )
     return Linear.apply(x, weight, bias)

@@ -29,7 +29,9 @@ class CrossEntropy(Function):
         log_p = _log_softmax(logits)
         n = logits.shape[0]
         ctx.save_for_backward(log_p, targets)
-        return np.asarray(-log_p[np.arange(n), targets].mean(), dtype=logits.dtype)
+        # sum / n rather than mean(): an empty batch gives nan quietly, as in PyTorch
+        # (np.mean would warn "Mean of empty slice", which no errstate silences).
+        return np.asarray(-log_p[np.arange(n), targets].sum() / n, dtype=logits.dtype)
 
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray) -> tuple:
@@ -59,7 +61,11 @@ def cross_entropy(logits: Tensor, targets: np.ndarray) -> Tensor:
             f"cross_entropy: targets must have shape ({logits.shape[0]},) to match logits of "
             f"shape {logits.shape}, got {targets.shape}"
         )
-    if targets.size and (not np.all(np.equal(np.mod(targets, 1), 0))
-                         or targets.min() < 0 or targets.max() >= logits.shape[1]):
-        raise ValueError(f"cross_entropy: targets must be class indices in [0, {logits.shape[1]})")
+    finite = np.isfinite(targets)  # np.mod of inf or nan would warn; they are refused here instead
+    whole = finite & (np.mod(np.where(finite, targets, 0), 1) == 0)
+    bad = ~whole | (targets < 0) | (targets >= logits.shape[1])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"cross_entropy: targets must be class indices in [0, {logits.shape[1]}) for logits "
+                         f"of shape {logits.shape}, got {targets[i].item()!r} at index {i}")
     return CrossEntropy.apply(logits, targets=targets.astype(np.int64))

@@ -11,8 +11,10 @@ from minibam.ops._checks import flag, require_tensor
 from minibam.tensor import Tensor
 
 
-def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
-    """``axis`` (None, int or sequence, negatives allowed) as sorted non-negative ints."""
+def normalize_axes(axis: Any, shape: tuple[int, ...], op: str) -> tuple[int, ...]:
+    """``axis`` (None, int or sequence, negatives allowed) of an ``x`` of ``shape``, as
+    sorted non-negative ints."""
+    ndim = len(shape)
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (int, np.integer)):
@@ -26,7 +28,7 @@ def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
         if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
             raise TypeError(f"{op}: axis must be an int or a tuple of ints, got {axis!r}")
         if not -max(ndim, 1) <= a < max(ndim, 1):
-            raise ValueError(f"{op}: axis {a} is out of range for a {ndim}-D tensor")
+            raise ValueError(f"{op}: axis {a} is out of range for a {ndim}-D tensor (x has shape {shape})")
         out.append(int(a) % max(ndim, 1))
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis!r}")
@@ -71,13 +73,13 @@ class Mean(Function):
 
 def sum(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     require_tensor(x, "x", "sum")
-    axes = normalize_axes(axis, x.ndim, "sum")
+    axes = normalize_axes(axis, x.shape, "sum")
     return Sum.apply(x, axes=axes, keepdims=flag(keepdims, "keepdims", "sum"))
 
 
 def mean(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
     require_tensor(x, "x", "mean")
-    axes = normalize_axes(axis, x.ndim, "mean")
+    axes = normalize_axes(axis, x.shape, "mean")
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"mean: cannot average over an empty axis of shape {x.shape}")
     return Mean.apply(x, axes=axes, keepdims=flag(keepdims, "keepdims", "mean"))

@@ -30,7 +30,7 @@ from minibam.verify.bam_variants import (
     previous_step,
     run_variant,
 )
-from minibam.verify.report import Candidate, Report
+from minibam.verify.report import Candidate, Report, raised_report
 
 CH, SP = "channel_att.gate_c.", "spatial_att.gate_s."
 _BN_AFTER = {
@@ -159,9 +159,20 @@ def bam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | No
     Works on a deep copy with random parameters and batch-norm buffers; for each shape
     and mode compares the output, the input gradient under a random upstream gradient,
     every parameter gradient and the buffers after the pass. ``ValueError`` for input
-    that cannot be checked (unplaceable keys, wrong output shape, bad arguments).
+    that cannot be checked (unplaceable keys, wrong output shape, bad arguments). A
+    module that raises on a legal input is a wrong module: a failed report whose
+    ``raised`` names the case and the exception.
     """
     start = time.perf_counter()
+    try:
+        return _bam(module, variant, shapes, training, dtype, dilation_val, key_map, seed, start)
+    except harness.ModuleRaised as raised:  # before any variant could be compared
+        return raised_report("BAM", raised, VARIANTS, dtype, time.perf_counter() - start)
+
+
+def _bam(module: Any, variant: str, shapes: Sequence[Sequence[int]] | None, training: Sequence[bool],
+         dtype: str, dilation_val: int, key_map: Mapping[str, str] | None, seed: int,
+         start: float) -> Report:
     modes, shapes = harness.checked_arguments("verify.bam", variant, tuple(SPECS), dtype, training,
                                               shapes, seed)
     twin = harness.working_copy(module, dtype)
@@ -209,20 +220,21 @@ def bam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | No
     order = harness.call_order(twin, probe)
     rtol, atol = default_tolerance(np.float64 if dtype == "float64" else np.float32)
 
-    cases = []
+    cases, first_raise = [], None
     for i, shape in enumerate(shapes):
         x, dy = harness.random_inputs(shape, np.random.default_rng([seed, i]))
         if dtype == "float32":  # what the module sees, exactly, so that float64 sees the same
             x, dy = x.astype(np.float32).astype(np.float64), dy.astype(np.float32).astype(np.float64)
         for mode in modes:
-            label = f"{'train' if mode else 'eval'} ({','.join(map(str, shape))})"
+            label = harness.case_label(mode, shape)
             try:
                 theirs = harness.run_torch(twin, x, dy, mode, their_buffers)
             except harness.ModuleError:
                 raise
             except Exception as error:  # the module's own failure on this shape is a finding
-                notes.append(f"{label}: the module raised {type(error).__name__}: {str(error).splitlines()[0]}")
-                theirs = None
+                raised = harness.ModuleRaised(label, error)
+                notes.append(f"{label}: the module raised {harness.one_line(error)}")
+                first_raise, theirs = first_raise or raised, None
             cases.append((label, x, dy, mode, theirs))
 
     results = [_try(spec, channels, hidden, dilated, dilation_val, bn_settings, our_state, our_buffers,
@@ -234,7 +246,8 @@ def bam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | No
                                                                   -candidates.index(SPECS[c.name])))
     return Report("BAM", bool(passing), passing[0].name if passing else None, best.name,
                   best.first_divergence, best.rows, VARIANTS, fingerprint, results,
-                  best.divergence_detail, notes, dtype, time.perf_counter() - start)
+                  best.divergence_detail, notes, dtype, time.perf_counter() - start,
+                  str(first_raise or ""), first_raise.traceback if first_raise else "")
 
 
 def _try(spec: Variant, channels: int, hidden: int, dilated: int, dilation_val: int,

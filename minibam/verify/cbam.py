@@ -30,7 +30,7 @@ from minibam.tensor import Tensor
 from minibam.verify import harness
 from minibam.verify.bam import default_shapes
 from minibam.verify.harness import Run
-from minibam.verify.report import Candidate, Report
+from minibam.verify.report import Candidate, Report, raised_report
 
 MLP, CONV, BN = "ChannelGate.mlp", "SpatialGate.spatial.conv", "SpatialGate.spatial.bn"
 
@@ -269,8 +269,17 @@ def cbam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | N
     """Check a PyTorch CBAM against the released code and the known port bugs (see
     ``docs/verify.md``); the same report as `minibam.verify.bam`. ``passed`` only
     when the module matches the released code; a module that makes a known port mistake
-    fails with ``variant`` naming it."""
+    fails with ``variant`` naming it. A module that raises on a legal input fails, with
+    ``raised`` naming the case and the exception."""
     start = time.perf_counter()
+    try:
+        return _cbam(module, variant, shapes, training, dtype, key_map, seed, start)
+    except harness.ModuleRaised as raised:  # before any variant could be compared
+        return raised_report("CBAM", raised, VARIANTS, dtype, time.perf_counter() - start)
+
+
+def _cbam(module: Any, variant: str, shapes: Sequence[Sequence[int]] | None, training: Sequence[bool],
+          dtype: str, key_map: Mapping[str, str] | None, seed: int, start: float) -> Report:
     modes, shapes = harness.checked_arguments("verify.cbam", variant, tuple(SPECS), dtype, training,
                                               shapes, seed)
     twin = harness.working_copy(module, dtype)
@@ -318,20 +327,21 @@ def cbam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | N
     order = harness.call_order(twin, np.zeros(probe_shape))
     rtol, atol = default_tolerance(np.float64 if dtype == "float64" else np.float32)
 
-    cases = []
+    cases, first_raise = [], None
     for i, shape in enumerate(shapes):
         x, dy = harness.random_inputs(shape, np.random.default_rng([seed, i]))
         if dtype == "float32":
             x, dy = x.astype(np.float32).astype(np.float64), dy.astype(np.float32).astype(np.float64)
         for mode in modes:
-            label = f"{'train' if mode else 'eval'} ({','.join(map(str, shape))})"
+            label = harness.case_label(mode, shape)
             try:
                 theirs = harness.run_torch(twin, x, dy, mode, their_buffers)
-            except ValueError:
+            except harness.ModuleError:
                 raise
             except Exception as error:  # the module's own failure on this shape is a finding
-                notes.append(f"{label}: the module raised {type(error).__name__}: {str(error).splitlines()[0]}")
-                theirs = None
+                raised = harness.ModuleRaised(label, error)
+                notes.append(f"{label}: the module raised {harness.one_line(error)}")
+                first_raise, theirs = first_raise or raised, None
             cases.append((label, x, dy, mode, theirs))
 
     def make(precision: Any) -> CBAM:
@@ -388,4 +398,5 @@ def cbam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | N
                      f"first divergence {released.first_divergence} ({released.divergence_detail})")
     return Report("CBAM", passed, matching[0].name if matching else None, best.name,
                   best.first_divergence, best.rows, VARIANTS, fingerprint, results,
-                  best.divergence_detail, notes, dtype, time.perf_counter() - start)
+                  best.divergence_detail, notes, dtype, time.perf_counter() - start,
+                  str(first_raise or ""), first_raise.traceback if first_raise else "")

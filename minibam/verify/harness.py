@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +28,33 @@ Arrays = dict[str, np.ndarray]
 
 
 class ModuleError(ValueError):
-    """The user's module cannot be checked at all (it fails on a plain input, or returns
-    the wrong shape): bad input, as opposed to a module that runs and differs."""
+    """The user's module cannot be checked at all (it returns the wrong shape): bad
+    input, as opposed to a module that runs and differs."""
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (``Type`` alone when the message is empty)."""
+    first = (str(error).splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+class ModuleRaised(Exception):
+    """The user's module raised on a legal input (``label``: mode and shape, as in
+    "eval (2,16,8,8)"). A BAM that crashes on a legal input is a wrong BAM: ``verify``
+    turns this into a failed report, never into an error of its own."""
+
+    def __init__(self, label: str, error: BaseException) -> None:
+        super().__init__(f"{label}: {one_line(error)}")
+        self.label, self.error = label, error
+
+    @property
+    def traceback(self) -> str:
+        return "".join(traceback.format_exception(type(self.error), self.error, self.error.__traceback__))
+
+
+def case_label(training: bool, shape: Sequence[int]) -> str:
+    """How rows and notes name a case: "train (4,16,8,8)"."""
+    return f"{'train' if training else 'eval'} ({','.join(map(str, shape))})"
 
 
 def import_torch() -> Any:
@@ -198,9 +224,8 @@ def call_order(module: Any, x: np.ndarray) -> list[str]:
     try:
         with torch.no_grad():
             twin(torch.as_tensor(x, dtype=next(twin.parameters()).dtype))
-    except Exception as error:
-        raise ModuleError(f"verify: the module fails on an input of shape {x.shape}: "
-                         f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}") from None
+    except Exception as error:  # on a legal input: a finding, reported as a failure
+        raise ModuleRaised(case_label(False, x.shape), error) from None
     finally:
         for h in handles:
             h.remove()

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from minibam.checks.compare import Row, worst
+import numpy as np
+
+from minibam.checks.compare import Row, compare, worst
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     dtype: str = "float64"
     seconds: float = 0.0
+    raised: str = ""  # the first case where the module raised: "train (4,16,8,8): RuntimeError: ..."
+    raised_traceback: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +68,7 @@ class Report:
             "dtype": self.dtype, "notes": self.notes,
             "candidates": {c.name: c.summary() for c in self.candidates},
             "rows": [r.to_dict() for r in self.rows], "seconds": round(self.seconds, 3),
+            "raised": self.raised or None,
         }
 
     def headline(self) -> str:
@@ -73,6 +78,8 @@ class Report:
         if self.variant is not None:  # matched, but a known mistake (verify.cbam's port bugs)
             return (f"FAIL: the module is the known {self.module} port bug {self.variant!r} "
                     f"({self.descriptions.get(self.variant, '')})")
+        if self.closest is None and self.raised:
+            return f"FAIL: the module raised on a legal input, {self.raised}"
         if self.closest is None:
             return f"FAIL: no known {self.module} variant could be compared"
         return (f"FAIL: the module matches no known {self.module} variant; closest is "
@@ -81,10 +88,13 @@ class Report:
     def __str__(self) -> str:
         return self.render()
 
-    def render(self, limit: int | None = None) -> str:
+    def render(self, limit: int | None = None, traceback: bool = False) -> str:
         """The verdict, the worst offender, where it departs, then the table: every row,
-        or with ``limit`` the failed rows only, at most ``limit`` of them."""
+        or with ``limit`` the failed rows only, at most ``limit`` of them. ``traceback``:
+        also the traceback of the module's first raise, if it raised."""
         lines = [f"verify.{self.module.lower()}: {self.headline()}"]
+        if self.raised and not self.passed and self.closest is not None:
+            lines.append(f"  the module raised: {self.raised}")
         w = worst(self.rows)
         if w is not None:
             what = "worst" if all(r.passed for r in self.rows) else "worst offender"
@@ -120,4 +130,15 @@ class Report:
             failed = sum(not r.passed for r in self.rows) - len(shown)
             lines.append(f"({len(self.rows)} arrays compared; " + (
                 f"{hidden} more not shown, {failed} of them failed)" if shown else "all passed)"))
+        if traceback and self.raised_traceback:
+            lines += ["", "the module's first raise:", self.raised_traceback.rstrip()]
         return "\n".join(lines)
+
+
+def raised_report(module: str, raised: Any, descriptions: dict[str, str], dtype: str,
+                  seconds: float) -> Report:
+    """The verdict on a module that raised (``raised``: a `harness.ModuleRaised`) before
+    any variant could be compared with it: failed, one row for the case that raised."""
+    row = compare(f"{raised.label} forward raised", np.array(np.nan), np.array(0.0))
+    return Report(module, False, None, None, None, [row], descriptions, dtype=dtype, seconds=seconds,
+                  raised=str(raised), raised_traceback=raised.traceback)
