@@ -340,7 +340,7 @@ X, W = _t((2, 3, 5, 6)), _t((4, 3, 3, 3))
         (
             lambda: F.conv2d(X, W, dilation=3),
             ValueError,
-            r"empty output.*H=5, W=6.*kernel \(3, 3\), dilation \(3, 3\), padding \(0, 0\), stride \(1, 1\)",
+            r"empty output.*H=5, W=6.*kernel_size \(3, 3\), dilation \(3, 3\), padding \(0, 0\), stride \(1, 1\)",
         ),
         (lambda: im2col(X, 3), TypeError, "im2col: x must be an np.ndarray"),
         (lambda: im2col(np.zeros((5, 6)), 3), ValueError, r"im2col: x must be \(N, C, H, W\)"),

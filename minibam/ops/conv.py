@@ -74,7 +74,7 @@ def geometry(
     if min(out) < 1:
         raise ValueError(
             f"{op}: empty output ({out[0]} x {out[1]}) for input H={height}, W={width} with "
-            f"kernel {kernel}, dilation {dilations}, padding {pads}, stride {strides}: each "
+            f"kernel_size {kernel}, dilation {dilations}, padding {pads}, stride {strides}: each "
             f"side needs size + 2*padding >= dilation*(kernel-1) + 1"
         )
     return Geometry(kernel, strides, pads, dilations, (int(out[0]), int(out[1])))
@@ -188,7 +188,7 @@ def col2im(
     if cols.shape != expected:
         raise ValueError(
             f"col2im: cols must have shape (N, C*kH*kW, oH*oW) = {expected} for input_shape "
-            f"{(n, c, h, w)}, kernel {g.kernel}, stride {g.stride}, padding {g.padding} and "
+            f"{(n, c, h, w)}, kernel_size {g.kernel}, stride {g.stride}, padding {g.padding} and "
             f"dilation {g.dilation} (output {g.out}), got {cols.shape}"
         )
     slabs = cols.reshape(n, c, g.kernel[0], g.kernel[1], *g.out)
