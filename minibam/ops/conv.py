@@ -310,9 +310,10 @@ def _input_grad_by_correlation(grad: np.ndarray, weight: np.ndarray, g: Geometry
     dilation; its output is exactly H x W. So it is im2col of $\bar y$ and one matrix
     product (or, where it pays, the flat stride-1 forward), instead of `fold`'s kH kW
     small products and strided additions (or the flat backward's), faster on two
-    threads, as the product is one large BLAS call (docs/performance.md, "The input
-    gradient as a correlation"; derivation: docs/derivations/conv.md, "Stride 1: the input
-    gradient is a convolution too").
+    threads, as the product is one large BLAS call.
+
+    Derivation: docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too".
+    Measured: docs/performance.md, "The input gradient as a correlation".
     """
     (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
     n, o, oh, ow = grad.shape
