@@ -220,22 +220,7 @@ def _bam(module: Any, variant: str, shapes: Sequence[Sequence[int]] | None, trai
     order = harness.call_order(twin, probe)
     rtol, atol = default_tolerance(np.float64 if dtype == "float64" else np.float32)
 
-    cases, first_raise = [], None
-    for i, shape in enumerate(shapes):
-        x, dy = harness.random_inputs(shape, np.random.default_rng([seed, i]))
-        if dtype == "float32":  # what the module sees, exactly, so that float64 sees the same
-            x, dy = x.astype(np.float32).astype(np.float64), dy.astype(np.float32).astype(np.float64)
-        for mode in modes:
-            label = harness.case_label(mode, shape)
-            try:
-                theirs = harness.run_torch(twin, x, dy, mode, their_buffers)
-            except harness.ModuleError:
-                raise
-            except Exception as error:  # the module's own failure on this shape is a finding
-                raised = harness.ModuleRaised(label, error)
-                notes.append(f"{label}: the module raised {harness.one_line(error)}")
-                first_raise, theirs = first_raise or raised, None
-            cases.append((label, x, dy, mode, theirs))
+    cases, first_raise = harness.run_cases(twin, shapes, modes, seed, dtype, their_buffers, notes)
 
     results = [_try(spec, channels, hidden, dilated, dilation_val, bn_settings, our_state, our_buffers,
                     cases, names, layer_names, order, rtol, atol, dtype) for spec in candidates]

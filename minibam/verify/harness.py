@@ -330,3 +330,29 @@ def step_rows(theirs: Run, ours: Run, order: Sequence[str], names: dict[str, str
 def random_inputs(shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Input ~ N(0.2, 1) (a non-zero mean, as real feature maps have) and upstream N(0, 1)."""
     return rng.standard_normal(shape) + 0.2, rng.standard_normal(shape)
+
+
+def run_cases(twin: Any, shapes: Sequence[Sequence[int]], modes: Sequence[bool], seed: int, dtype: str,
+              buffers: Arrays, notes: list[str]) -> tuple[list[tuple], ModuleRaised | None]:
+    """The user's module on every shape and mode: ``(label, x, dy, mode, their Run or None)``
+    per case, and the first exception it raised (also noted in ``notes``), if any.
+
+    A raise on a legal input is a finding, kept as that case's missing run; a wrong
+    output shape (`ModuleError`) is bad input and propagates.
+    """
+    cases, first_raise = [], None
+    for i, shape in enumerate(shapes):
+        x, dy = random_inputs(tuple(shape), np.random.default_rng([seed, i]))
+        if dtype == "float32":  # what the module sees, exactly, so that float64 sees the same
+            x, dy = x.astype(np.float32).astype(np.float64), dy.astype(np.float32).astype(np.float64)
+        for mode in modes:
+            label = case_label(mode, shape)
+            try:
+                theirs = run_torch(twin, x, dy, mode, buffers)
+            except ModuleError:
+                raise
+            except Exception as error:  # the module's own failure on this shape is a finding
+                notes.append(f"{label}: the module raised {one_line(error)}")
+                first_raise, theirs = first_raise or ModuleRaised(label, error), None
+            cases.append((label, x, dy, mode, theirs))
+    return cases, first_raise
