@@ -36,9 +36,15 @@ def sigmoid_of_negated(neg_x: np.ndarray) -> np.ndarray:
     """
     with np.errstate(over="ignore", under="ignore"):  # both give the right limit
         np.exp(neg_x, out=neg_x)
-    neg_x += 1
-    np.reciprocal(neg_x, out=neg_x)
-    return neg_x
+    return sigmoid_from_exp(neg_x)
+
+
+def sigmoid_from_exp(exp_neg_x: np.ndarray) -> np.ndarray:
+    r"""$\sigma(x) = 1/(1+e^{-x})$ given $e^{-x}$, computed in place (for BAM's
+    combination, which can form $e^{-a}$ as a product of two small maps' exps)."""
+    exp_neg_x += 1
+    np.reciprocal(exp_neg_x, out=exp_neg_x)
+    return exp_neg_x
 
 
 class Sigmoid(Function):

@@ -13,7 +13,7 @@ import numpy as np
 from minibam.function import Context, Function
 from minibam.ops._checks import require_tensor
 from minibam.ops._parallel import map_chunks
-from minibam.ops.activation import sigmoid_of_negated
+from minibam.ops.activation import sigmoid_from_exp, sigmoid_of_negated
 from minibam.tensor import Tensor
 
 COMBINE = ("sum", "product")
@@ -46,27 +46,21 @@ class BamCombine(Function):
             # e^{-a} = e^{-M_c} e^{-M_s}: the exps of the two small maps, none per element
             u, v = np.exp(np.negative(mc, dtype=dtype)), np.exp(np.negative(ms, dtype=dtype))
 
-            def run(blocks: list[tuple[int, slice]]) -> None:
-                for i, cs in blocks:
-                    s_i, y_i = s[i, cs], y[i, cs]
-                    np.multiply(u[i, cs], v[i], out=s_i)  # e^{-a}
-                    s_i += 1
-                    np.reciprocal(s_i, out=s_i)  # s = 1 / (1 + e^{-a})
-                    np.multiply(x[i, cs], s_i, out=y_i)
-                    y_i += x[i, cs]  # y = x (1 + s)
+            def sigmoid(i: int, cs: slice, out: np.ndarray) -> None:
+                sigmoid_from_exp(np.multiply(u[i, cs], v[i], out=out))
         else:
             neg_mc = -mc  # -a from the negated small map: the negation costs nothing at full size
+            negated_a = np.subtract if combine == "sum" else np.multiply
 
-            def run(blocks: list[tuple[int, slice]]) -> None:
-                for i, cs in blocks:
-                    s_i, y_i = s[i, cs], y[i, cs]
-                    if combine == "sum":
-                        np.subtract(neg_mc[i, cs], ms[i], out=s_i)
-                    else:
-                        np.multiply(neg_mc[i, cs], ms[i], out=s_i)
-                    sigmoid_of_negated(s_i)  # s = sigma(a)
-                    np.multiply(x[i, cs], s_i, out=y_i)
-                    y_i += x[i, cs]  # y = x (1 + s)
+            def sigmoid(i: int, cs: slice, out: np.ndarray) -> None:
+                sigmoid_of_negated(negated_a(neg_mc[i, cs], ms[i], out=out))
+
+        def run(blocks: list[tuple[int, slice]]) -> None:
+            for i, cs in blocks:
+                s_i, y_i = s[i, cs], y[i, cs]
+                sigmoid(i, cs, s_i)  # s = sigma(a)
+                np.multiply(x[i, cs], s_i, out=y_i)
+                y_i += x[i, cs]  # y = x (1 + s)
 
         map_chunks(run, _blocks(n, c, h * w))
         ctx.save_for_backward(x, mc, ms, s)
