@@ -79,40 +79,38 @@ def map_chunks(work: Callable[[Sequence[T]], Any], items: Sequence[T]) -> list[A
 SPLIT_MIN_ELEMENTS = 1 << 18
 
 
+def blocks(n: int, c: int, plane: int, size: int) -> list[tuple[int, slice]]:
+    """``(row, slice of axis 1)`` blocks of about ``size`` values each, covering an array
+    viewed as (n, c, plane) once: independent pieces for `map_chunks`, each small enough
+    for its temporaries to stay in the CPU cache."""
+    step = max(1, size // max(plane, 1))
+    return [(i, slice(start, min(start + step, c))) for i in range(n) for start in range(0, c, step)]
+
+
 def add_into(total: np.ndarray, *terms: np.ndarray) -> None:
     """``total += term`` for each of ``terms`` in order (each broadcastable to ``total``):
     the engine's sum of the gradients that reach one tensor.
 
-    When ``total`` is large, the work is split along its first axis between the threads,
-    and each thread walks its rows in cache-sized blocks, adding every term to a block
-    before moving on: ``total`` then goes through memory once however many terms there
-    are, instead of once per term (each element still gets the terms in the same order,
-    so the result is that of the plain loop, to the bit).
+    When ``total`` is large, it is cut into cache-sized `blocks` shared out between the
+    threads, and every term is added to a block before the next block: ``total`` then
+    goes through memory once however many terms there are, instead of once per term
+    (each element still gets the terms in the same order, so the result is that of the
+    plain loop, to the bit).
     """
-    if total.size < SPLIT_MIN_ELEMENTS or total.ndim == 0 or total.shape[0] < 2 or any(
-        t.shape != total.shape for t in terms
-    ):
+    if total.size < SPLIT_MIN_ELEMENTS or total.ndim == 0 or any(t.shape != total.shape for t in terms):
         for term in terms:
             total += term
         return
-    per_row = total.size // total.shape[0]
-    width = total.shape[1] if total.ndim > 1 else 1
-    step = max(1, BLOCK_ELEMENTS // max(per_row // max(width, 1), 1)) if total.ndim > 1 else None
+    if total.ndim == 1:  # a leading axis of 1, so that every block is (row, slice)
+        total, terms = total[None], tuple(t[None] for t in terms)
+    plane = total.size // (total.shape[0] * total.shape[1])
 
-    def add(rows: Sequence[int]) -> None:
-        if step is None:  # 1-D: blocks of rows
-            for start in range(rows[0], rows[-1] + 1, BLOCK_ELEMENTS):
-                part = slice(start, min(start + BLOCK_ELEMENTS, rows[-1] + 1))
-                for term in terms:
-                    total[part] += term[part]
-            return
-        for i in rows:
-            for start in range(0, width, step):
-                part = (i, slice(start, start + step))
-                for term in terms:
-                    total[part] += term[part]
+    def add(parts: Sequence[tuple[int, slice]]) -> None:
+        for part in parts:
+            for term in terms:
+                total[part] += term[part]
 
-    map_chunks(add, range(total.shape[0]))
+    map_chunks(add, blocks(total.shape[0], total.shape[1], plane, BLOCK_ELEMENTS))
 
 
 # Values per block of add_into: a block of total stays in the CPU cache while each term
