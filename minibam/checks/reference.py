@@ -170,6 +170,22 @@ def _meta(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
         raise ReferenceFileError(f"meta.{name} = {value!r} is not a valid {kind.__name__}") from None
 
 
+def check_case(arrays: dict[str, np.ndarray], newest: int) -> np.ndarray:
+    """What every reference case (BAM's and CBAM's) must satisfy once its keys are there:
+    a format version this minibam reads (at most ``newest``), and x a float (N, C, H, W)
+    array with dy, y and dx of its shape. Returns x."""
+    version = _meta(arrays, "format_version", int)
+    if version is not None and version > newest:
+        raise ReferenceFileError(f"format version {version} is newer than this minibam reads ({newest})")
+    x = arrays["x"]
+    if x.ndim != 4 or x.dtype not in DTYPES:
+        raise ReferenceFileError(f"x must be a float32 or float64 (N, C, H, W) array, got {x.dtype} {x.shape}")
+    for name in ("dy", "y", "dx"):
+        if arrays[name].shape != x.shape:
+            raise ReferenceFileError(f"{name} has shape {arrays[name].shape}, x has {x.shape}")
+    return x
+
+
 def check_numbers(arrays: dict[str, np.ndarray]) -> None:
     """``ReferenceFileError`` unless every array holds real numbers and what minibam runs
     on (``x``, ``dy``, ``param.*``) is finite: a NaN there makes every result NaN, and the
@@ -202,15 +218,7 @@ def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
     fmt = _meta(arrays, "format", str)
     if fmt is not None and fmt != FORMAT:
         raise ReferenceFileError(f"meta.format is {fmt!r}, not {FORMAT!r}")
-    version = _meta(arrays, "format_version", int)
-    if version is not None and version > FORMAT_VERSION:
-        raise ReferenceFileError(f"format version {version} is newer than this minibam reads ({FORMAT_VERSION})")
-    x = arrays["x"]
-    if x.ndim != 4 or x.dtype not in DTYPES:
-        raise ReferenceFileError(f"x must be a float32 or float64 (N, C, H, W) array, got {x.dtype} {x.shape}")
-    for name in ("dy", "y", "dx"):
-        if arrays[name].shape != x.shape:
-            raise ReferenceFileError(f"{name} has shape {arrays[name].shape}, x has {x.shape}")
+    x = check_case(arrays, FORMAT_VERSION)
     fc0 = params[_FC0]
     channels = x.shape[1]
     if fc0.ndim != 2 or fc0.shape[1] != channels or fc0.shape[0] < 1 or channels % fc0.shape[0]:

@@ -17,11 +17,11 @@ import numpy as np
 
 from minibam.checks.cbam import random_cbam
 from minibam.checks.reference import (
-    DTYPES,
     REQUIRED,
     ReferenceFileError,
     _meta,
     case_arrays,
+    check_case,
     check_numbers,
 )
 from minibam.nn import CBAM, BatchNorm2d
@@ -81,15 +81,7 @@ def infer_cbam_config(arrays: dict[str, np.ndarray], training: bool | None = Non
     if missing:
         raise ReferenceFileError(f"not a CBAM reference case: no {', '.join(missing)}")
     check_numbers(arrays)
-    version = _meta(arrays, "format_version", int)
-    if version is not None and version > FORMAT_VERSION:
-        raise ReferenceFileError(f"format version {version} is newer than this minibam reads ({FORMAT_VERSION})")
-    x = arrays["x"]
-    if x.ndim != 4 or x.dtype not in DTYPES:
-        raise ReferenceFileError(f"x must be a float32 or float64 (N, C, H, W) array, got {x.dtype} {x.shape}")
-    for name in ("dy", "y", "dx"):
-        if arrays[name].shape != x.shape:
-            raise ReferenceFileError(f"{name} has shape {arrays[name].shape}, x has {x.shape}")
+    x = check_case(arrays, FORMAT_VERSION)
     w0, channels = params[_W0], x.shape[1]
     if w0.ndim != 2 or w0.shape[1] != channels or not 1 <= w0.shape[0] <= channels:
         raise ReferenceFileError(f"param.{_W0} has shape {w0.shape}, which does not fit C={channels} channels of x")
