@@ -2,22 +2,22 @@
 
     import minibam as mb
     from minibam import nn, functional as F
+
+Importing minibam changes nothing in the process: no allocator setting, no thread, no
+umask, signal or environment change. Speed that needs any of that is opt-in
+(``minibam.backends``).
 """
 
-from minibam._malloc import keep_freed_memory
-
-keep_freed_memory()  # before any array is made: see minibam/_malloc.py
-
-from minibam import functional, io, nn, optim, viz  # noqa: E402
-from minibam._config import is_grad_enabled, no_grad  # noqa: E402
-from minibam.gradcheck import GradcheckError, gradcheck  # noqa: E402
-from minibam.io import load, save  # noqa: E402
-from minibam.random import manual_seed  # noqa: E402
-from minibam.tensor import Tensor  # noqa: E402
+from minibam import backends, functional, io, nn, optim, viz
+from minibam._config import is_grad_enabled, no_grad
+from minibam.gradcheck import GradcheckError, gradcheck
+from minibam.io import load, save
+from minibam.random import manual_seed
+from minibam.tensor import Tensor
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GradcheckError", "Tensor", "functional", "gradcheck", "io", "is_grad_enabled", "load",
+    "GradcheckError", "Tensor", "backends", "functional", "gradcheck", "io", "is_grad_enabled", "load",
     "manual_seed", "nn", "no_grad", "optim", "save", "viz",
 ]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from minibam import _config
+from minibam.backends import fast
 
 if TYPE_CHECKING:
     from minibam.tensor import Tensor
@@ -51,18 +52,25 @@ class Context:
 
 
 class Node:
-    """One recorded application of a Function: the edge list of the graph."""
+    """One recorded application of a Function: the edge list of the graph.
 
-    __slots__ = ("function", "ctx", "inputs")
+    ``op`` is the op as ``minibam/ops/`` defines it (its name is the node's name);
+    ``function`` is the implementation that ran, whose ``backward`` the walk calls:
+    ``op`` itself, or its fast twin from ``minibam.backends``.
+    """
 
-    def __init__(self, function: type[Function], ctx: Context, inputs: tuple) -> None:
-        self.function = function
+    __slots__ = ("op", "function", "ctx", "inputs")
+
+    def __init__(self, op: type[Function], ctx: Context, inputs: tuple,
+                 function: type[Function] | None = None) -> None:
+        self.op = op
+        self.function = op if function is None else function
         self.ctx = ctx
         self.inputs = inputs
 
     @property
     def name(self) -> str:
-        return self.function.__name__
+        return self.op.__name__
 
 
 class Function:
@@ -83,15 +91,16 @@ class Function:
         needs = tuple(t is not None and t.requires_grad for t in inputs)
         ctx = Context(needs)
         arrays = [None if t is None else t.data for t in inputs]
+        implementation = fast.implementation(cls)  # cls, or its fast twin (minibam.backends)
         # The warning policy (docs/guarantees.md): inf and nan are results, as in
         # PyTorch, never warnings; the backward walk does the same.
         with np.errstate(all="ignore"):
-            out = cls.forward(ctx, *arrays, **params)
+            out = implementation.forward(ctx, *arrays, **params)
         record = _config.is_grad_enabled() and any(needs)
         result = Tensor._wrap(out, requires_grad=record)
         if record:
             ctx.params = params
-            result._node = Node(cls, ctx, inputs)
+            result._node = Node(cls, ctx, inputs, implementation)
         return result
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from minibam.backends import fast
 from minibam.function import Node
-from minibam.ops._parallel import add_into
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -299,65 +299,69 @@ def topological_order(root: Tensor, needing_grad_only: bool = True) -> list[Tens
     return order
 
 
+class GradientSums:
+    """dL/dt for each tensor t the walk has reached so far: one addition per gradient.
+
+    (``minibam.backends.accumulate.DeferredSums`` does the same sums in fewer passes
+    over memory; ``backends.fast.gradient_sums`` picks one.)
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[int, np.ndarray] = {}
+
+    def add(self, tensor: Tensor, grad: np.ndarray) -> None:
+        key = id(tensor)
+        self.sums[key] = grad if key not in self.sums else self.sums[key] + grad
+
+    def pop(self, tensor: Tensor) -> np.ndarray | None:
+        return self.sums.pop(id(tensor), None)
+
+    def keep(self, tensor: Tensor, grad: np.ndarray) -> None:
+        """``tensor.grad += grad``, or a copy of ``grad`` as the first ``.grad``."""
+        if tensor.grad is None:
+            tensor.grad = np.array(grad, dtype=tensor.dtype, copy=True)
+        else:
+            tensor.grad += grad
+
+
 def _run_backward(root: Tensor, grad: np.ndarray) -> None:
-    # pending[id(t)] = (dL/dt so far, whether the engine owns that array). An owned
-    # array is a fresh result nobody else holds, so a leaf may keep it as .grad
-    # without a copy; anything else (the caller's gradient, an upstream gradient
-    # passed through unchanged, a view of one) is copied before it becomes .grad.
-    # Further gradients of the same tensor wait in ``extra`` until the tensor's turn, and
-    # are then added in one pass over memory (add_into) rather than one pass each.
-    pending: dict[int, tuple[np.ndarray, bool]] = {id(root): (grad, False)}
-    extra: dict[int, list[np.ndarray]] = {}
+    """Walk the graph from ``root`` back to the leaves, as micrograd does: a topological
+    order, then one loop that calls each op's backward with the sum of its gradients."""
+    sums = fast.gradient_sums()
+    sums.add(root, grad)
     for tensor in reversed(topological_order(root)):
-        g, owned = pending.pop(id(tensor), (None, False))
+        g = sums.pop(tensor)
         if g is None:
             continue
-        terms = extra.pop(id(tensor), None)
-        if terms:
-            if not owned:  # not ours to add into: the sum becomes a fresh array
-                g, terms, owned = g + terms[0], terms[1:], True
-            add_into(g, *terms)  # g += each term, on all cores
         node = tensor._node
         if node is None or tensor._retains_grad:
-            if tensor.grad is not None:
-                tensor.grad += g
-            elif owned and node is None and g.dtype == tensor.dtype:
-                tensor.grad = g
-            else:
-                tensor.grad = np.array(g, dtype=tensor.dtype, copy=True)
+            sums.keep(tensor, g)
         if node is None:
             continue
-        input_grads = node.function.backward(node.ctx, g)
-        # zip would silently drop gradients if a backward returned too few of them.
-        count = len(input_grads) if isinstance(input_grads, (tuple, list)) else None
-        if count != len(node.inputs):
-            raise RuntimeError(
-                f"{node.name}.backward returned {type(input_grads).__name__}"
-                f"{'' if count is None else f' of length {count}'}; it must return a tuple "
-                f"with one gradient (or None) per input, {len(node.inputs)} in all"
-            )
-        returned = [id(pg) for pg in input_grads if pg is not None]
+        input_grads = _checked(node, node.function.backward(node.ctx, g))
         for parent, parent_grad in zip(node.inputs, input_grads, strict=True):
-            if parent is None or parent_grad is None or not parent.requires_grad:
-                continue
-            if parent_grad.shape != parent.shape:
-                raise RuntimeError(
-                    f"{node.name}.backward returned a gradient of shape "
-                    f"{parent_grad.shape} for an input of shape {parent.shape}"
-                )
-            fresh = (
-                type(parent_grad) is np.ndarray  # not a NumPy scalar from a 0-d reduction
-                and parent_grad is not g
-                and parent_grad.base is None
-                and returned.count(id(parent_grad)) == 1
+            if parent is not None and parent_grad is not None and parent.requires_grad:
+                sums.add(parent, np.asarray(parent_grad, dtype=parent.dtype))
+
+
+def _checked(node: Node, input_grads: Any) -> tuple:
+    """A backward's result, refused unless it is one gradient (or None) per input, each
+    of its input's shape: ``zip`` would silently drop missing ones."""
+    count = len(input_grads) if isinstance(input_grads, (tuple, list)) else None
+    if count != len(node.inputs):
+        raise RuntimeError(
+            f"{node.name}.backward returned {type(input_grads).__name__}"
+            f"{'' if count is None else f' of length {count}'}; it must return a tuple "
+            f"with one gradient (or None) per input, {len(node.inputs)} in all"
+        )
+    for parent, parent_grad in zip(node.inputs, input_grads, strict=True):
+        needed = parent is not None and parent_grad is not None and parent.requires_grad
+        if needed and np.shape(parent_grad) != parent.shape:
+            raise RuntimeError(
+                f"{node.name}.backward returned a gradient of shape "
+                f"{np.shape(parent_grad)} for an input of shape {parent.shape}"
             )
-            if parent_grad.dtype != parent.dtype:
-                parent_grad, fresh = np.asarray(parent_grad.astype(parent.dtype)), True
-            key = id(parent)
-            if key in pending:
-                extra.setdefault(key, []).append(parent_grad)
-            else:
-                pending[key] = (parent_grad, fresh)
+    return tuple(input_grads)
 
 
 from minibam.ops import activation as _act  # noqa: E402

@@ -57,10 +57,12 @@ def test_large_maps_span_several_cache_blocks(combine):
 def test_every_sample_split_into_several_blocks(combine, block, monkeypatch):
     """Whatever the production block size, shrink it so that each sample's channels span
     several blocks: an accumulation across blocks (``dms[i, 0] += ...``) written as an
-    assignment then fails here (issue 13, item 12), as does any per-block slicing error."""
-    from minibam.ops import attention
+    assignment then fails here (issue 13, item 12), as does any per-block slicing error.
+    (The fast path's blocks, minibam/backends/combine.py.)"""
+    from minibam.backends import combine as attention
 
     monkeypatch.setattr(attention, "BLOCK_ELEMENTS", block)
+    monkeypatch.setattr(mb.backends.fast, "enabled", True)
     n, c, h, w = 2, 5, 3, 2
     blocks = list(attention._blocks(n, c, h * w))
     assert len(blocks) >= 2 * n  # the loop really visits several blocks per sample
@@ -143,10 +145,12 @@ def test_errors():
 @pytest.mark.parametrize("combine", COMBINES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_threads_give_the_single_thread_results(monkeypatch, combine, dtype):
-    """The blocks shared out between threads (ops/_parallel.py) compute what one thread
+    """The blocks shared out between threads (backends/threads.py) compute what one thread
     computes; M_s's gradient, summed from each thread's share, up to round-off."""
-    from minibam.ops import _parallel, attention
+    from minibam.backends import combine as attention
+    from minibam.backends import threads as _parallel
 
+    monkeypatch.setattr(mb.backends.fast, "enabled", True)
     rng = np.random.default_rng(5)
     arrays = [rng.standard_normal(s).astype(dtype) for s in ((3, 7, 5, 6), (3, 7, 1, 1), (3, 1, 5, 6))]
     dy = rng.standard_normal((3, 7, 5, 6)).astype(dtype)
@@ -169,7 +173,7 @@ def test_threads_give_the_single_thread_results(monkeypatch, combine, dtype):
 def test_when_the_exp_of_a_sum_factorises(dtype):
     """e^{-(M_c + M_s)} as e^{-M_c} e^{-M_s} only while both factors and their product are
     finite; beyond that, or for inf and nan, the one-exp-per-element path."""
-    from minibam.ops.attention import factorises
+    from minibam.backends.combine import factorises
 
     limit = np.log(np.finfo(dtype).max) / 2 - 1
     small, ok = np.zeros((1, 1, 1, 1), dtype), np.full((1, 1, 1, 1), limit, dtype)
@@ -194,7 +198,8 @@ def test_both_sigmoid_paths_match_an_exact_sigmoid(dtype, reach):
     a normal number: the fast path (maps up to 0.05 and 1 times the limit) within 4
     units of round-off whatever the size of a; the fallback (3 times) within |a| + 4,
     as it rounds the sum before its exp (the claim of `factorises`)."""
-    from minibam.ops.attention import BamCombine, factorises
+    from minibam.backends.combine import FastBamCombine as BamCombine
+    from minibam.backends.combine import factorises
 
     rng = np.random.default_rng(7)
     limit = np.log(np.finfo(dtype).max) / 2 - 1

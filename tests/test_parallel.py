@@ -1,4 +1,4 @@
-"""ops/_parallel.py: blocks of NumPy work shared out between threads give what one thread gives."""
+"""backends/threads.py and backends/accumulate.py: blocks of NumPy work shared out between threads give what one thread gives."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from minibam.ops import _parallel
+from minibam.backends import accumulate
+from minibam.backends import threads as _parallel
 
 
 @pytest.fixture
@@ -44,13 +45,13 @@ def test_the_callers_error_settings_hold_in_every_thread(three_threads):
 
 @pytest.mark.parametrize("broadcast", [False, True])
 def test_add_into_equals_plain_addition(monkeypatch, three_threads, broadcast):
-    monkeypatch.setattr(_parallel, "SPLIT_MIN_ELEMENTS", 8)
+    monkeypatch.setattr(accumulate, "SPLIT_MIN_ELEMENTS", 8)
     rng = np.random.default_rng(0)
     total = rng.standard_normal((5, 3, 4))
     term = rng.standard_normal((5, 3, 1)) if broadcast else rng.standard_normal((5, 3, 4))
     term = np.broadcast_to(term, total.shape)  # as global average pooling's backward returns it
     expected = total + term
-    _parallel.add_into(total, term)
+    accumulate.add_into(total, term)
     np.testing.assert_array_equal(total, expected)
 
 
@@ -60,8 +61,8 @@ def test_add_into_several_terms_block_by_block(monkeypatch, three_threads, shape
     """Several terms added block by block (blocks smaller than a row, several rows, one
     value) give the plain loop's result to the bit, terms in order, a broadcast view among
     them; the terms are not modified."""
-    monkeypatch.setattr(_parallel, "SPLIT_MIN_ELEMENTS", 8)
-    monkeypatch.setattr(_parallel, "BLOCK_ELEMENTS", block)
+    monkeypatch.setattr(accumulate, "SPLIT_MIN_ELEMENTS", 8)
+    monkeypatch.setattr(accumulate, "BLOCK_ELEMENTS", block)
     rng = np.random.default_rng(block)
     total = rng.standard_normal(shape)
     column = rng.standard_normal(shape[:1] + (1,) * (len(shape) - 1))
@@ -71,7 +72,7 @@ def test_add_into_several_terms_block_by_block(monkeypatch, three_threads, shape
     expected = total.copy()
     for term in terms:
         expected += term
-    _parallel.add_into(total, *terms)
+    accumulate.add_into(total, *terms)
     np.testing.assert_array_equal(total, expected)
     for term, copy in zip(terms, copies):
         np.testing.assert_array_equal(term, copy)

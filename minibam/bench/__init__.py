@@ -16,11 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minibam.bench.harness import SPREAD_LIMIT, Measurement, Side, measure
+from minibam.bench.harness import (
+    ALLOCATORS,
+    SPREAD_LIMIT,
+    Measurement,
+    Side,
+    allocator_environment,
+    measure,
+)
 from minibam.bench.threads import blas_description, set_blas_threads
 
-__all__ = ["BAM_SHAPES", "CONV_CASES", "QUICK_SHAPES", "SPREAD_LIMIT", "STEP_SHAPES", "SUITES", "Case",
-           "Measurement", "Side", "blas_description", "cases", "measure", "set_blas_threads"]
+__all__ = ["ALLOCATORS", "BAM_SHAPES", "CONV_CASES", "QUICK_SHAPES", "SPREAD_LIMIT", "STEP_SHAPES", "SUITES", "Case",
+           "Measurement", "Side", "allocator_environment", "blas_description", "cases", "measure", "set_blas_threads"]
 
 # (8, 64, 32, 32) a CIFAR-sized placement; the others follow ResNet-50's stages 1-3 at
 # the paper's batch sizes.

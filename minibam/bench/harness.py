@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from minibam.backends import allocator as allocator_settings
 from minibam.checks.compare import relative_error
 
 SPREAD_LIMIT = 0.2  # per-round ratios further apart than 20 % of their median: do not trust
@@ -44,6 +45,7 @@ class Side:
     label: str
     library: str  # "minibam" or "torch"
     root: str = ROOT
+    env: tuple[tuple[str, str], ...] = ()  # extra environment, e.g. (("MINIBAM_FAST", "0"),)
 
 
 @dataclass
@@ -95,24 +97,41 @@ class Measurement:
         return spread is None or spread <= SPREAD_LIMIT
 
 
-def _child_env(side: Side, threads: int, workload: str) -> dict[str, str]:
-    env = dict(os.environ)
+ALLOCATORS = ("kept", "default")
+
+
+def allocator_environment(allocator: str, workload: str) -> dict[str, str]:
+    """The glibc settings every side's process starts with: the same on both sides.
+
+    "kept": the settings of ``minibam.backends.allocator.keep_freed_memory``, given to
+    *both* libraries through glibc's environment variables; "default": glibc's defaults.
+    The memory workload always maps every large array on its own (MALLOC_MMAP_THRESHOLD_
+    = 65536), so that resident memory follows the live arrays for both libraries alike.
+    """
+    if workload == "memory":
+        return {"MALLOC_MMAP_THRESHOLD_": "65536"}
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"bench: allocator must be one of {ALLOCATORS}, got {allocator!r}")
+    return dict(allocator_settings.ENVIRONMENT) if allocator == "kept" else {}
+
+
+def _child_env(side: Side, threads: int, workload: str, allocator: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (side.root, env.get("PYTHONPATH")) if p)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "MINIBAM_NUM_THREADS"):
         env[name] = str(threads)
-    if workload == "memory":
-        # Every large array its own mapping, returned to the system when freed, so that
-        # resident memory follows the live arrays for both libraries alike.
-        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    env.update(allocator_environment(allocator, workload))
+    env.update(dict(side.env))
     return env
 
 
-def run_process(side: Side, spec: dict[str, Any], threads: int, timeout: float = 900) -> dict[str, Any]:
+def run_process(side: Side, spec: dict[str, Any], threads: int, timeout: float = 900,
+                allocator: str = "kept") -> dict[str, Any]:
     """One benchmark process for ``side``; its JSON result."""
     spec = {**spec, "library": side.library, "threads": threads}
     done = subprocess.run(
         [sys.executable, "-m", "minibam.bench.workloads", json.dumps(spec)],
-        capture_output=True, text=True, env=_child_env(side, threads, spec["workload"]),
+        capture_output=True, text=True, env=_child_env(side, threads, spec["workload"], allocator),
         timeout=timeout, cwd=side.root,
     )
     if done.returncode != 0:
@@ -123,14 +142,16 @@ def run_process(side: Side, spec: dict[str, Any], threads: int, timeout: float =
 
 def measure(workload: str, shape: Sequence[int], dtype: str, sides: Sequence[Side], processes: int = 3,
             repeat: int = 7, warmup: int = 2, threads: int = 2, compare: bool = True, clock: str = "wall",
-            progress: Callable[[str], None] | None = None, **options: Any) -> Measurement:
+            progress: Callable[[str], None] | None = None, allocator: str = "kept",
+            **options: Any) -> Measurement:
     """Time ``workload`` at ``shape`` and ``dtype`` on each side in ``processes`` rounds.
 
     ``clock`` "wall" times elapsed time; "cpu" the process's CPU time (all its threads),
     which a busy machine disturbs far less: fit for A/B tests of single-threaded code.
     ``options`` (seed, variant, reduction) go to every process unchanged. With
     ``compare``, the first round saves each side's results and the largest relative
-    difference between the first two sides is recorded.
+    difference between the first two sides is recorded. ``allocator`` (see
+    `allocator_environment`) is the same for every side.
     """
     sides = tuple(sides)
     result = Measurement(workload, tuple(shape), dtype, sides, {s.label: [] for s in sides})
@@ -147,7 +168,7 @@ def measure(workload: str, shape: Sequence[int], dtype: str, sides: Sequence[Sid
                 dump = dumps[i] if compare and round_ == 0 and workload != "memory" else None
                 if progress:
                     progress(f"{workload} {shape} {dtype}: {sides[i].label}, round {round_ + 1}/{processes}")
-                out = run_process(sides[i], {**spec, "dump": dump}, threads)
+                out = run_process(sides[i], {**spec, "dump": dump}, threads, allocator=allocator)
                 value = out["peak_mib"] if workload == "memory" else statistics.median(out["cpu_times" if clock == "cpu" else "times"])
                 result.values[sides[i].label].append(value)
                 this_round[i] = value

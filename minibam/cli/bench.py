@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from minibam._malloc import describe as describe_allocator
 from minibam.cli._common import DTYPES, UsageError, check_bam_fits, int_at_least, say, shape_type
 from minibam.nn.bam import VARIANTS
 
@@ -117,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     processes = args.processes or (1 if args.quick else 3)
     threads = args.threads or bench.set_blas_threads() or os.cpu_count() or 1
 
-    sides = [bench.Side("minibam", "minibam")]
+    plain = (("MINIBAM_FAST", "0"),) if args.plain else ()
+    sides = [bench.Side("minibam (plain)" if args.plain else "minibam", "minibam", env=plain)]
     if args.against:
         sides.append(bench.Side(f"minibam@{Path(args.against).name}", "minibam", str(other)))
     elif not args.no_torch and _torch_available():
@@ -125,8 +125,10 @@ def run(args: argparse.Namespace) -> int:
     say(f"NumPy {np.__version__} ({bench.blas_description()}), {threads} threads a side"
         + ("" if len(sides) > 1 else "; PyTorch skipped ("
            + ("--no-torch" if args.no_torch else "torch is not installed") + ")"))
-    say(describe_allocator() + ("" if "memory" not in suites else
-                                "; the memory suite sets MALLOC_MMAP_THRESHOLD_=65536 for both"))
+    settings = bench.allocator_environment(args.allocator, "bam")
+    say("allocator, the same on every side: "
+        + (" ".join(f"{k}={v}" for k, v in settings.items()) if settings else "glibc's defaults")
+        + ("" if "memory" not in suites else "; the memory suite: MALLOC_MMAP_THRESHOLD_=65536"))
     say(f"each side in its own processes, {processes} a side, alternating; a process reports the "
         f"median {args.clock} time of {repeat} timed calls after {args.warmup} warm-up calls")
     say("time = median over processes, ±(max-min)/median; ratio = "
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             m = bench.measure(case.workload, case.shape, case.dtype, sides,
                               processes=1 if memory else processes, repeat=repeat, warmup=args.warmup,
                               threads=threads, clock=args.clock, progress=progress, seed=args.seed, variant=args.variant,
-                              reduction=args.reduction)
+                              reduction=args.reduction, allocator=args.allocator)
             results.append((case, m))
             say(_row(m, case.label, memory, args.markdown))
     say("\n" + _load_line("at the end"))
@@ -191,6 +193,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="wall: elapsed time (default); cpu: the process's CPU time, less "
                              "disturbed by a busy machine, for A/B tests with --threads 1")
     parser.add_argument("--no-torch", action="store_true", help="time minibam only")
+    parser.add_argument("--allocator", choices=("kept", "default"), default="kept",
+                        help="glibc's allocator settings, the same for every side: kept (default; freed "
+                             "memory kept for reuse, minibam.backends.allocator's settings) or default")
+    parser.add_argument("--plain", action="store_true",
+                        help="time minibam's plain path (MINIBAM_FAST=0) instead of its fast kernels")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables, ready to paste")
     parser.add_argument("-v", "--verbose", action="store_true", help="report each process on stderr")
     parser.set_defaults(run=run)

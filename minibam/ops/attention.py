@@ -1,8 +1,8 @@
 """BAM's last step as one op: ``y = x * (1 + sigmoid(M_c (+ or *) M_s))``.
 
 Written as a single Function (instead of five elementwise ops) because it runs on
-full (N, C, H, W) tensors: fusing it keeps one attention-sized temporary alive for
-backward instead of five, and reuses the sigmoid's output for its derivative.
+full (N, C, H, W) tensors: one op keeps one attention-sized array (the sigmoid's
+output) alive for backward instead of five, and reuses it for its derivative.
 Derivation: docs/derivations/bam.md, "Combining the branches".
 """
 
@@ -12,8 +12,7 @@ import numpy as np
 
 from minibam.function import Context, Function
 from minibam.ops._checks import require_tensor
-from minibam.ops._parallel import blocks, map_chunks
-from minibam.ops.activation import sigmoid_from_exp, sigmoid_of_negated
+from minibam.ops.activation import stable_sigmoid
 from minibam.tensor import Tensor
 
 COMBINE = ("sum", "product")
@@ -25,124 +24,37 @@ class BamCombine(Function):
     $a = M_c + M_s$ ("sum", the paper) or $a = M_c M_s$ ("product", the authors' code),
     $s = \sigma(a)$,  $y = x (1 + s)$.
 
-    Backward, with $\bar a = \bar y\, x\, s (1 - s)$:
+    Backward, with $\bar a = \bar y\, x\, s (1 - s)$ (the sigmoid's derivative):
 
     $\bar x = \bar y (1 + s)$;
     sum: $\bar M_c = \sum_{h,w} \bar a$, $\bar M_s = \sum_c \bar a$;
-    product: $\bar M_c = \sum_{h,w} \bar a M_s$, $\bar M_s = \sum_c \bar a M_c$.
+    product: $\bar M_c = \sum_{h,w} \bar a M_s$, $\bar M_s = \sum_c \bar a M_c$
+    (each map's gradient sums over the axes it was broadcast along).
 
-    Sum, fast path: $e^{-a} = e^{-M_c}\, e^{-M_s}$, so $s = 1 / (1 + e^{-M_c} e^{-M_s})$
-    needs the exps of the two small maps only, and per element a product, an addition
-    and a reciprocal (see `factorises` for when it applies, and docs/performance.md,
-    "The sigmoid of a sum").
+    Derivation: docs/derivations/bam.md, "Combining the branches". The fast path
+    (``minibam.backends.combine``) computes the same in cache-sized blocks on all cores.
     """
 
     @staticmethod
     def forward(ctx: Context, x: np.ndarray, mc: np.ndarray, ms: np.ndarray, combine: str) -> np.ndarray:
-        n, c, h, w = x.shape
-        dtype = np.result_type(x, mc, ms)
-        s, y = np.empty(x.shape, dtype), np.empty(x.shape, dtype)
-        if combine == "sum" and factorises(mc, ms, dtype):
-            # e^{-a} = e^{-M_c} e^{-M_s}: the exps of the two small maps, none per element
-            u, v = np.exp(np.negative(mc, dtype=dtype)), np.exp(np.negative(ms, dtype=dtype))
-
-            def sigmoid(i: int, cs: slice, out: np.ndarray) -> None:
-                sigmoid_from_exp(np.multiply(u[i, cs], v[i], out=out))
-        else:
-            neg_mc = -mc  # -a from the negated small map: the negation costs nothing at full size
-            negated_a = np.subtract if combine == "sum" else np.multiply
-
-            def sigmoid(i: int, cs: slice, out: np.ndarray) -> None:
-                sigmoid_of_negated(negated_a(neg_mc[i, cs], ms[i], out=out))
-
-        def run(chunk: list[tuple[int, slice]]) -> None:
-            for i, cs in chunk:
-                s_i, y_i = s[i, cs], y[i, cs]
-                sigmoid(i, cs, s_i)  # s = sigma(a)
-                np.multiply(x[i, cs], s_i, out=y_i)
-                y_i += x[i, cs]  # y = x (1 + s)
-
-        map_chunks(run, _blocks(n, c, h * w))
+        a = mc + ms if combine == "sum" else mc * ms
+        s = stable_sigmoid(a)
         ctx.save_for_backward(x, mc, ms, s)
         ctx.combine = combine
-        return y
+        return x * (1 + s)
 
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray) -> tuple:
         x, mc, ms, s = ctx.saved
-        need_x, need_mc, need_ms = ctx.needs_input_grad
-        n, c, h, w = x.shape
-        dtype = np.result_type(grad, s)
-        dx = np.empty(x.shape, dtype) if need_x else None
-        dmc = np.empty((n, c, 1, 1), dtype) if need_mc else None
-        parts = _blocks(n, c, h * w)
-        ones_hw, ones_c = np.ones(h * w, dtype), np.ones(c, dtype)
-
-        def run(chunk: list[tuple[int, slice]]) -> np.ndarray | None:
-            # This run's own share of dL/dM_s: runs may hold channels of the same sample.
-            dms = np.zeros((n, 1, h, w), dtype) if need_ms else None
-            dms_rows = dms.reshape(n, h * w) if need_ms else None  # a view: each sample's map as one row
-            if not chunk:
-                return dms
-            size = max(s[i, cs].size for i, cs in chunk)
-            p_buf, q_buf = np.empty(size, dtype), np.empty(size, dtype)  # reused per block
-            for i, cs in chunk:
-                g, s_i, x_i = grad[i, cs], s[i, cs], x[i, cs]
-                p = p_buf[:s_i.size].reshape(s_i.shape)
-                np.multiply(g, s_i, out=p)  # ybar s
-                if need_x:
-                    np.add(p, g, out=dx[i, cs])  # xbar = ybar (1 + s)
-                if not (need_mc or need_ms):
-                    continue
-                q = q_buf[:s_i.size].reshape(s_i.shape)
-                np.multiply(p, x_i, out=p)  # ybar x s
-                np.multiply(p, s_i, out=q)
-                np.subtract(p, q, out=p)  # abar = ybar x s (1 - s)
-                # The sums as matrix-vector products on the block viewed as (channels, H W):
-                # BLAS's gemv runs them 2-3x faster than ndarray.sum over an axis.
-                p2 = p.reshape(len(p), -1)
-                if need_mc:  # sum over h, w (of abar, or of abar M_s)
-                    np.matmul(p2, ones_hw if ctx.combine == "sum" else ms[i, 0].reshape(-1), out=dmc[i, cs, 0, 0])
-                if need_ms:  # sum over this block's channels (of abar, or of abar M_c)
-                    dms_rows[i] += (ones_c[: len(p)] if ctx.combine == "sum" else mc[i, cs, 0, 0]) @ p2
-            return dms
-
-        shares = map_chunks(run, parts)
-        dms = None
-        if need_ms:
-            dms = shares[0]
-            for share in shares[1:]:
-                dms += share
-        return dx, dmc, dms
-
-
-# Values per block (read at call time, so a test can shrink it to force many blocks): small enough that a block's temporaries stay in the CPU cache
-# (64 Ki float32 values are 256 KiB), large enough that NumPy's per-call overhead is small.
-BLOCK_ELEMENTS = 1 << 16
-
-
-def factorises(mc: np.ndarray, ms: np.ndarray, dtype: np.dtype) -> bool:
-    r"""Whether $e^{-(M_c + M_s)}$ may be computed as $e^{-M_c} e^{-M_s}$ in ``dtype``.
-
-    Each factor and their product must stay finite: $|M| \le L$ with $e^{2L}$ below the
-    dtype's largest number (L = 353.9 in float64, 43.4 in float32). The product then has
-    a relative error of at most about 2.5 units of round-off, whatever the size of a,
-    where $e^{-\mathrm{fl}(M_c + M_s)}$ carries the rounding of the sum times |a|. BAM's
-    maps come out of batch norms and are far smaller; a map beyond L, or not finite,
-    takes the one-exp-per-element path, whose limits at $\pm\infty$ are exact.
-    """
-    limit = np.log(np.finfo(dtype).max) / 2 - 1
-    return bool(np.all(np.abs(mc) <= limit) and np.all(np.abs(ms) <= limit))
-
-
-def _blocks(n: int, c: int, plane: int) -> list[tuple[int, slice]]:
-    """(sample, channel slice) blocks of about ``BLOCK_ELEMENTS`` values each.
-
-    Working block by block keeps every temporary in the CPU cache instead of making it
-    a full (N, C, H, W) array: the backward runs 2-3x faster than whole-array NumPy.
-    The blocks are independent, so `map_chunks` shares them out between threads.
-    """
-    return blocks(n, c, plane, BLOCK_ELEMENTS)
+        x_bar = grad * (1 + s)
+        a_bar = grad * x * s * (1 - s)
+        if ctx.combine == "sum":
+            mc_bar = a_bar.sum(axis=(2, 3), keepdims=True)
+            ms_bar = a_bar.sum(axis=1, keepdims=True)
+        else:
+            mc_bar = (a_bar * ms).sum(axis=(2, 3), keepdims=True)
+            ms_bar = (a_bar * mc).sum(axis=1, keepdims=True)
+        return x_bar, mc_bar, ms_bar
 
 
 def bam_combine(x: Tensor, channel_map: Tensor, spatial_map: Tensor, combine: str = "sum") -> Tensor:

@@ -16,7 +16,7 @@ order of ``weight.reshape(O, C * kH * kW)``. Then ``weight_matrix @ cols`` is on
 (batched) matrix product whose result is already (N, O, oH * oW), i.e. the output in
 (N, O, oH, oW) order after a free reshape: no transpose of the output, no Python loop
 over the batch. With a 1x1 kernel, stride 1 and no padding, ``cols`` is simply ``x``
-viewed as (N, C, H * W), which is why those convolutions skip im2col altogether.
+viewed as (N, C, H * W) (the fast path, ``minibam.backends.conv``, skips the copy).
 (The other common layout, (C*kH*kW, N*oH*oW), makes the product a single un-batched
 GEMM, but then the output and its gradient need transposing; it measured no faster.)
 
@@ -34,7 +34,6 @@ import numpy as np
 
 from minibam.function import Context, Function
 from minibam.ops._checks import check_fits, optional_tensor, pair, require_ndim, require_tensor
-from minibam.ops.conv_flat import flat_backward, flat_forward, flat_pays
 from minibam.ops.empty import EmptyBatch
 from minibam.tensor import Tensor
 
@@ -208,122 +207,36 @@ class Conv2d(Function):
     $$\bar W = \sum_n \bar Y_n X_n^\top, \qquad \bar b = \sum_n \bar Y_n \mathbf 1,
     \qquad \bar x = \mathrm{col2im}(W^\top \bar Y).$$
 
-    $W^\top \bar Y_n$ is formed one kernel offset at a time inside col2im's loop (its
-    row block for offset (i, j) is $W_{:,:,i,j}^\top \bar Y_n$): the same sums, but no
-    second array kH kW times the size of x. Allocating that array fresh on every call
-    (page faults) cost more than all the arithmetic of the backward.
-    For a 1x1 kernel with stride 1 and no padding, $X_n$ is $x_n$ itself viewed as
-    (C, H W), so neither im2col nor col2im runs. See docs/derivations/conv.md,
-    "Forward as a matrix product", "Backward" and "1x1 convolution".
-
-    Any other stride-1 convolution (BAM's dilated 3x3 ones) skips im2col too: on the
-    zero-padded input with each plane flattened (`conv_flat.pad_flat`, row length Wp), the
-    values kernel offset (i, j) reads for all output pixels form one contiguous run
-    starting at $i d_H W_p + j d_W$, if the output is computed on rows of Wp values
-    and the last Wp - oW of each row thrown away. So
-    $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$ is kH kW matrix products on views, with no
-    copy of x kH kW times; the backward runs the same sums transposed
-    (`conv_flat.flat_backward`). Derivation: docs/performance.md, "Stride-1 convolutions
-    without im2col".
-
-    With stride 1 and padding at most $d (k - 1)$, $\bar x$ is computed instead as a
-    correlation of $\bar y$ with the flipped kernel (`_input_grad_by_correlation`), one
-    large product rather than col2im's kH kW small ones; col2im stays the path of every
-    other convolution.
+    See docs/derivations/conv.md, "Forward as a matrix product" and "Backward". The fast
+    path (``minibam.backends.conv``) computes the same sums without im2col's copies
+    where that pays.
     """
 
     @staticmethod
     def forward(
         ctx: Context, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: Geometry
     ) -> np.ndarray:
-        n, c, h, w = x.shape
-        o = weight.shape[0]
-        ctx.x_shape, ctx.geometry = x.shape, g
-        ctx.flat = flat_pays(x.shape[1], x.shape[3], g)
-        if ctx.flat:
-            y, saved = flat_forward(x, weight, g)
-        else:
-            saved = x.reshape(n, c, h * w) if g.is_pointwise else unfold(x, g)
-            y = np.matmul(weight.reshape(o, -1), saved)  # (O, K) @ (N, K, L) -> (N, O, L)
+        n, o = x.shape[0], weight.shape[0]
+        cols = unfold(x, g)  # X_n: (N, C kH kW, oH oW)
+        y = np.matmul(weight.reshape(o, -1), cols)  # W X_n: (N, O, oH oW)
         if bias is not None:
-            b = bias[:, None]
-            y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
-        # The input's columns (or its padded copy) are needed only for dW; drop them otherwise.
-        ctx.save_for_backward(saved if ctx.needs_input_grad[1] else None, weight)
+            y = y + bias[:, None]
+        ctx.x_shape, ctx.geometry = x.shape, g
+        ctx.save_for_backward(cols, weight)
         return y.reshape(n, o, *g.out)
 
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray) -> tuple:
         cols, weight = ctx.saved
-        need_x, need_w, need_b = ctx.needs_input_grad
         n, o = grad.shape[:2]
-        g3 = grad.reshape(n, o, -1)
-        gx = gw = gb = None
-        if need_b:
-            gb = g3.sum(axis=2).sum(axis=0)
-        if ctx.flat:
-            by_correlation = need_x and _correlation_pays(ctx.geometry)
-            gx, gw = flat_backward(grad, cols, weight, ctx.x_shape, ctx.geometry,
-                                    need_x and not by_correlation, need_w)
-            if by_correlation:
-                gx = _input_grad_by_correlation(grad, weight, ctx.geometry)
-            return gx, gw, gb
-        if need_w:
-            # (K, L) @ (L, O) per sample, summed over the batch: OpenBLAS runs this
-            # orientation about twice as fast as (O, L) @ (L, K).
-            gw = np.matmul(cols, g3.transpose(0, 2, 1)).sum(axis=0).T.reshape(weight.shape)
-        if need_x:
-            g = ctx.geometry
-            if g.is_pointwise:
-                # Written through a view into a fresh array of x's shape, so the engine
-                # can keep it as x.grad without copying (a reshaped result is a view).
-                gx = np.empty(ctx.x_shape, dtype=np.result_type(weight, grad))
-                np.matmul(weight.reshape(o, -1).T, g3, out=gx.reshape(n, ctx.x_shape[1], -1))
-            elif _correlation_pays(g):
-                gx = _input_grad_by_correlation(grad, weight, g)
-            else:
-                c = ctx.x_shape[1]
-                dtype = np.result_type(weight, grad)
-                gx = fold(
-                    lambda i, j: np.matmul(weight[:, :, i, j].T, g3).reshape(n, c, *g.out),
-                    ctx.x_shape, g, dtype,
-                )
+        c, g = ctx.x_shape[1], ctx.geometry
+        g3 = grad.reshape(n, o, -1)  # dY_n: (N, O, oH oW)
+        gb = g3.sum(axis=(0, 2))
+        gw = np.matmul(g3, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)  # sum_n dY_n X_n^T
+        d_cols = np.matmul(weight.reshape(o, -1).T, g3)  # W^T dY_n: (N, C kH kW, oH oW)
+        slabs = d_cols.reshape(n, c, *g.kernel, *g.out)
+        gx = fold(lambda i, j: slabs[:, :, i, j], ctx.x_shape, g, d_cols.dtype)  # col2im
         return gx, gw, gb
-
-
-def _correlation_pays(g: Geometry) -> bool:
-    r"""Whether a stride-1 input gradient is computed as a correlation (see below): it
-    needs the gradient padded by $d (k - 1) - p \ge 0$ on each side."""
-    return g.stride == (1, 1) and all(
-        p <= d * (k - 1) for k, p, d in zip(g.kernel, g.padding, g.dilation, strict=True)
-    )
-
-
-def _input_grad_by_correlation(grad: np.ndarray, weight: np.ndarray, g: Geometry) -> np.ndarray:
-    r"""$\bar x$ of a stride-1 convolution as a stride-1 correlation of $\bar y$.
-
-    From $y[a, b] = \sum_{c,i,j} W[o, c, i, j]\, x[a + i d - p, b + j d - p]$ (per
-    axis), $\bar x[u] = \sum_{o,i} W[o, c, i]\, \bar y[u + p - i d]$; with
-    $i' = k - 1 - i$ that is $\sum_{o,i'} W[o, c, k - 1 - i']\, \bar y[u - p' + i' d]$,
-    $p' = d (k - 1) - p$: a correlation of $\bar y$, zero-padded by $p'$, with the
-    kernel flipped in both spatial axes and its two channel axes swapped, at the same
-    dilation; its output is exactly H x W. So it is im2col of $\bar y$ and one matrix
-    product (or, where it pays, the flat stride-1 forward), instead of `fold`'s kH kW
-    small products and strided additions (or the flat backward's), faster on two
-    threads, as the product is one large BLAS call.
-
-    Derivation: docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too".
-    Measured: docs/performance.md, "The input gradient as a correlation".
-    """
-    (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
-    n, o, oh, ow = grad.shape
-    back = geometry("conv2d", oh, ow, g.kernel, 1, (dh * (kh - 1) - ph, dw * (kw - 1) - pw), g.dilation)
-    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kH, kW)
-    if flat_pays(o, ow, back):  # the correlation is itself a stride-1 convolution
-        gx, _ = flat_forward(grad, flipped, back)
-        return gx.reshape(n, -1, *back.out)
-    cols = unfold(grad, back)
-    return np.matmul(flipped.reshape(flipped.shape[0], -1), cols).reshape(n, -1, *back.out)
 
 
 def conv2d(

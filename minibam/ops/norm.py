@@ -48,6 +48,16 @@ def _statistic(reduce: Any, m: int, *arrays: np.ndarray) -> np.ndarray:
     return result
 
 
+def _update_running(running_mean: np.ndarray, running_var: np.ndarray, mean: np.ndarray,
+                    unbiased_var: np.ndarray, momentum: float) -> None:
+    """$r \\leftarrow (1 - p)\\, r + p\\, s$ for both buffers, in place: the caller's
+    buffers are the module's state (as in PyTorch)."""
+    running_mean *= 1.0 - momentum
+    running_mean += momentum * mean
+    running_var *= 1.0 - momentum
+    running_var += momentum * unbiased_var
+
+
 class BatchNorm(Function):
     r"""Per-channel normalisation followed by a per-channel affine map.
 
@@ -95,15 +105,10 @@ class BatchNorm(Function):
             centred = x3 - mean[:, None]  # the one full-size temporary; becomes y below
             var = _statistic(_channel_dot, m, centred, centred)  # biased: normalises this batch
             if running_mean is not None:
-                # In place: the caller's buffers are the module's state (as in PyTorch).
-                running_mean *= 1.0 - momentum
-                running_mean += momentum * mean
-                running_var *= 1.0 - momentum
-                running_var += momentum * (var * (m / (m - 1)))
+                _update_running(running_mean, running_var, mean, var * (m / (m - 1)), momentum)
         else:
             # Copies: a later training call may update the buffers before this backward.
-            mean = np.array(running_mean, dtype=dtype)
-            var = np.array(running_var, dtype=dtype)
+            mean, var = np.array(running_mean, dtype=dtype), np.array(running_var, dtype=dtype)
             centred = x3 - mean[:, None]
         inv_std = 1.0 / np.sqrt(var + eps)
         scale = inv_std if weight is None else weight.astype(dtype, copy=False) * inv_std

@@ -6,6 +6,8 @@ cache-sized block really do compute at the same time. PyTorch runs its elementwi
 kernels on all cores; this lets minibam's largest elementwise ops (BAM's fused last step)
 do the same with plain NumPy. See docs/performance.md, "Threads over cache-sized blocks".
 
+The pool is made on first use, never at import.
+
 ``THREADS`` comes from ``MINIBAM_NUM_THREADS`` (default: the number of cores); 1 turns
 the pool off and everything runs in the calling thread, in order.
 """
@@ -75,44 +77,9 @@ def map_chunks(work: Callable[[Sequence[T]], Any], items: Sequence[T]) -> list[A
     return [first, *(f.result() for f in futures)]
 
 
-# Below this many values a split costs more than it saves.
-SPLIT_MIN_ELEMENTS = 1 << 18
-
-
 def blocks(n: int, c: int, plane: int, size: int) -> list[tuple[int, slice]]:
     """``(row, slice of axis 1)`` blocks of about ``size`` values each, covering an array
     viewed as (n, c, plane) once: independent pieces for `map_chunks`, each small enough
     for its temporaries to stay in the CPU cache."""
     step = max(1, size // max(plane, 1))
     return [(i, slice(start, min(start + step, c))) for i in range(n) for start in range(0, c, step)]
-
-
-def add_into(total: np.ndarray, *terms: np.ndarray) -> None:
-    """``total += term`` for each of ``terms`` in order (each broadcastable to ``total``):
-    the engine's sum of the gradients that reach one tensor.
-
-    When ``total`` is large, it is cut into cache-sized `blocks` shared out between the
-    threads, and every term is added to a block before the next block: ``total`` then
-    goes through memory once however many terms there are, instead of once per term
-    (each element still gets the terms in the same order, so the result is that of the
-    plain loop, to the bit).
-    """
-    if total.size < SPLIT_MIN_ELEMENTS or total.ndim == 0 or any(t.shape != total.shape for t in terms):
-        for term in terms:
-            total += term
-        return
-    if total.ndim == 1:  # a leading axis of 1, so that every block is (row, slice)
-        total, terms = total[None], tuple(t[None] for t in terms)
-    plane = total.size // (total.shape[0] * total.shape[1])
-
-    def add(parts: Sequence[tuple[int, slice]]) -> None:
-        for part in parts:
-            for term in terms:
-                total[part] += term[part]
-
-    map_chunks(add, blocks(total.shape[0], total.shape[1], plane, BLOCK_ELEMENTS))
-
-
-# Values per block of add_into: a block of total stays in the CPU cache while each term
-# is added to it (the same size as BAM's combination uses, ops/attention.py).
-BLOCK_ELEMENTS = 1 << 16

@@ -7,7 +7,7 @@ $i d_H W_p + j d_W$ (`flat_offset`), if the output is computed on rows of Wp val
 the last Wp - oW of each row thrown away. So the convolution is kH kW matrix products on
 views of one padded copy of x, with no copy of x kH kW times. Derivation and
 measurements: docs/performance.md, "Stride-1 convolutions without im2col".
-`minibam.ops.conv.Conv2d` decides when to take this path (`flat_pays`).
+`minibam.backends.conv.FastConv2d` decides when to take this path (`flat_pays`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from minibam.ops.conv import Geometry
+    from minibam.ops.conv import Geometry  # noqa: F401 - for the annotations only
 
 
 def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:

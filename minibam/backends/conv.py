@@ -1,0 +1,125 @@
+"""Convolutions, fast: ``minibam.ops.conv.Conv2d`` with fewer copies and larger products.
+
+The plain op (docs/derivations/conv.md) always builds im2col's columns, a copy of x
+kH kW times over, and forms $\bar x$ by col2im. This twin computes the same sums
+(docs/performance.md explains each):
+
+- a 1x1 kernel with stride 1 and no padding reads x itself as its columns: no im2col,
+  no col2im (docs/derivations/conv.md, "1x1 convolution");
+- other stride-1 convolutions with few channels run on the flat padded layout
+  (`conv_flat`): kH kW matrix products on views of one padded copy of x
+  (docs/performance.md, "Stride-1 convolutions without im2col");
+- for stride 1, $\bar x$ is a correlation of $\bar y$ with the flipped kernel: one large
+  matrix product instead of col2im's kH kW small ones
+  (docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too");
+- the columns are kept for backward only when the weight needs a gradient.
+
+Tested against the plain op in tests/test_backends.py and tests/test_conv.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minibam.backends.conv_flat import flat_backward, flat_forward, flat_pays
+from minibam.function import Context
+from minibam.ops.conv import Conv2d, Geometry, fold, geometry, unfold
+
+
+class FastConv2d(Conv2d):
+    """`Conv2d` with the paths above; the walk calls this class's backward after its forward."""
+
+    @staticmethod
+    def forward(
+        ctx: Context, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, g: Geometry
+    ) -> np.ndarray:
+        n, c, h, w = x.shape
+        o = weight.shape[0]
+        ctx.x_shape, ctx.geometry = x.shape, g
+        ctx.flat = flat_pays(x.shape[1], x.shape[3], g)
+        if ctx.flat:
+            y, saved = flat_forward(x, weight, g)
+        else:
+            saved = x.reshape(n, c, h * w) if g.is_pointwise else unfold(x, g)
+            y = np.matmul(weight.reshape(o, -1), saved)  # (O, K) @ (N, K, L) -> (N, O, L)
+        if bias is not None:
+            b = bias[:, None]
+            y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
+        # The input's columns (or its padded copy) are needed only for dW; drop them otherwise.
+        ctx.save_for_backward(saved if ctx.needs_input_grad[1] else None, weight)
+        return y.reshape(n, o, *g.out)
+
+    @staticmethod
+    def backward(ctx: Context, grad: np.ndarray) -> tuple:
+        cols, weight = ctx.saved
+        need_x, need_w, need_b = ctx.needs_input_grad
+        n, o = grad.shape[:2]
+        g3 = grad.reshape(n, o, -1)
+        gx = gw = gb = None
+        if need_b:
+            gb = g3.sum(axis=2).sum(axis=0)
+        if ctx.flat:
+            by_correlation = need_x and _correlation_pays(ctx.geometry)
+            gx, gw = flat_backward(grad, cols, weight, ctx.x_shape, ctx.geometry,
+                                    need_x and not by_correlation, need_w)
+            if by_correlation:
+                gx = _input_grad_by_correlation(grad, weight, ctx.geometry)
+            return gx, gw, gb
+        if need_w:
+            # (K, L) @ (L, O) per sample, summed over the batch: OpenBLAS runs this
+            # orientation about twice as fast as (O, L) @ (L, K).
+            gw = np.matmul(cols, g3.transpose(0, 2, 1)).sum(axis=0).T.reshape(weight.shape)
+        if need_x:
+            g = ctx.geometry
+            if g.is_pointwise:
+                # Written through a view into a fresh array of x's shape, so the engine
+                # can keep it as x.grad without copying (a reshaped result is a view).
+                gx = np.empty(ctx.x_shape, dtype=np.result_type(weight, grad))
+                np.matmul(weight.reshape(o, -1).T, g3, out=gx.reshape(n, ctx.x_shape[1], -1))
+            elif _correlation_pays(g):
+                gx = _input_grad_by_correlation(grad, weight, g)
+            else:
+                c = ctx.x_shape[1]
+                dtype = np.result_type(weight, grad)
+                gx = fold(
+                    lambda i, j: np.matmul(weight[:, :, i, j].T, g3).reshape(n, c, *g.out),
+                    ctx.x_shape, g, dtype,
+                )
+        return gx, gw, gb
+
+
+def _correlation_pays(g: Geometry) -> bool:
+    r"""Whether a stride-1 input gradient is computed as a correlation (see below): it
+    needs the gradient padded by $d (k - 1) - p \ge 0$ on each side."""
+    return g.stride == (1, 1) and all(
+        p <= d * (k - 1) for k, p, d in zip(g.kernel, g.padding, g.dilation, strict=True)
+    )
+
+
+def _input_grad_by_correlation(grad: np.ndarray, weight: np.ndarray, g: Geometry) -> np.ndarray:
+    r"""$\bar x$ of a stride-1 convolution as a stride-1 correlation of $\bar y$.
+
+    From $y[a, b] = \sum_{c,i,j} W[o, c, i, j]\, x[a + i d - p, b + j d - p]$ (per
+    axis), $\bar x[u] = \sum_{o,i} W[o, c, i]\, \bar y[u + p - i d]$; with
+    $i' = k - 1 - i$ that is $\sum_{o,i'} W[o, c, k - 1 - i']\, \bar y[u - p' + i' d]$,
+    $p' = d (k - 1) - p$: a correlation of $\bar y$, zero-padded by $p'$, with the
+    kernel flipped in both spatial axes and its two channel axes swapped, at the same
+    dilation; its output is exactly H x W. So it is im2col of $\bar y$ and one matrix
+    product (or, where it pays, the flat stride-1 forward), instead of `fold`'s kH kW
+    small products and strided additions (or the flat backward's), faster on two
+    threads, as the product is one large BLAS call.
+
+    Derivation: docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too".
+    Measured: docs/performance.md, "The input gradient as a correlation".
+    """
+    (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
+    n, o, oh, ow = grad.shape
+    back = geometry("conv2d", oh, ow, g.kernel, 1, (dh * (kh - 1) - ph, dw * (kw - 1) - pw), g.dilation)
+    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kH, kW)
+    if flat_pays(o, ow, back):  # the correlation is itself a stride-1 convolution
+        gx, _ = flat_forward(grad, flipped, back)
+        return gx.reshape(n, -1, *back.out)
+    cols = unfold(grad, back)
+    return np.matmul(flipped.reshape(flipped.shape[0], -1), cols).reshape(n, -1, *back.out)
+
+
