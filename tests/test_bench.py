@@ -30,7 +30,7 @@ def fake_processes(monkeypatch: pytest.MonkeyPatch, values: dict[str, list[float
     calls: list[str] = []
     left = {k: list(v) for k, v in values.items()}
 
-    def run_process(side, spec, threads, timeout=900):
+    def run_process(side, spec, threads, timeout=900, allocator="kept"):
         calls.append(side.label)
         if spec.get("dump"):
             np.savez(spec["dump"], y=np.ones(3))
