@@ -28,6 +28,7 @@ _TWINS = {
     "minibam.ops.conv.Conv2d": "minibam.backends.conv:FastConv2d",
 }
 _loaded: dict[str, Any] = {}
+_chosen: dict[type, type] = {}
 
 
 @contextlib.contextmanager
@@ -56,8 +57,11 @@ def implementation(function: type) -> type:
     the fast path is enabled and one exists, else ``function`` itself."""
     if not enabled:
         return function
-    target = _TWINS.get(f"{function.__module__}.{function.__qualname__}")
-    return function if target is None else _load(target)
+    chosen = _chosen.get(function)
+    if chosen is None:  # once per op class: apply runs this on every op call
+        target = _TWINS.get(f"{function.__module__}.{function.__qualname__}")
+        chosen = _chosen[function] = function if target is None else _load(target)
+    return chosen
 
 
 def gradient_sums() -> Any:
