@@ -113,6 +113,23 @@ def test_fast_conv_matches_the_plain_op(case, force_flat):
     _assert_close(plain, quick, dtype)
 
 
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31), dtype=st.sampled_from([np.float32, np.float64]),
+       special=st.sampled_from([None, np.inf, -np.inf, np.nan]))
+def test_fast_relu_backward_equals_the_plain_one_to_the_bit(seed, dtype, special):
+    """backends/activation.py's multiply by the mask = ops/activation.py's where, also
+    where the upstream gradient holds inf or nan over zeros of the output."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 4, 5)).astype(dtype)
+    x[0, 0, :2] = 0.0
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    if special is not None:
+        dy[0, 0, 0] = special
+    plain, quick = _both_paths(lambda t: F.relu(t), [x], dy)
+    for p, q in zip(plain, quick, strict=True):
+        np.testing.assert_array_equal(q, p)
+
+
 def _graph(x, w):
     """A graph where tensors receive several gradients, one of them twice from one op."""
     h = (x @ w).relu()

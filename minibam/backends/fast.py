@@ -26,6 +26,7 @@ enabled: bool = os.environ.get("MINIBAM_FAST", "1").strip() != "0"
 _TWINS = {
     "minibam.ops.attention.BamCombine": "minibam.backends.combine:FastBamCombine",
     "minibam.ops.conv.Conv2d": "minibam.backends.conv:FastConv2d",
+    "minibam.ops.activation.ReLU": "minibam.backends.activation:FastReLU",
 }
 _loaded: dict[str, Any] = {}
 _chosen: dict[type, type] = {}

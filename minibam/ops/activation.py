@@ -74,13 +74,7 @@ class ReLU(Function):
     @staticmethod
     def backward(ctx: Context, grad: np.ndarray) -> tuple:
         (y,) = ctx.saved
-        # A multiply by the mask runs about 10x faster than np.where(y > 0, grad, 0) (no
-        # per-element branch), and equals it unless grad holds inf or nan where y = 0
-        # (inf * 0 = nan): only then, seen from the sum, is the exact where needed.
-        dx = np.multiply(grad, y > 0)
-        if not np.isfinite(dx.sum()):
-            dx = np.where(y > 0, grad, 0)
-        return (dx.astype(grad.dtype, copy=False),)
+        return (np.where(y > 0, grad, 0).astype(grad.dtype, copy=False),)
 
 
 def sigmoid(x: Tensor) -> Tensor:
