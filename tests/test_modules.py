@@ -92,6 +92,28 @@ def test_a_case_gives_back_its_configuration(name, keep_meta):
     assert all(r.passed for r in ref.compare_reference(arrays, found))
 
 
+@pytest.mark.parametrize("name", ["bam", "cbam"])
+@pytest.mark.parametrize("training", [True, False])
+def test_the_manual_pair_computes_what_the_module_computes(name, training):
+    from minibam import Tensor
+
+    shape, config = small_config(name, training)
+    description = modules.get(name)
+    module = description.random(config, seed=3).train(training)
+    forward, backward = description.manual_pair(config)
+    rng = np.random.default_rng(1)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    y, cache = forward(x, module.state_dict())
+    grads = backward(dy, cache)
+    xt = Tensor(x, requires_grad=True)
+    out = module(xt)
+    out.backward(dy)
+    np.testing.assert_allclose(y, out.data, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grads["x"], xt.grad, rtol=1e-9, atol=1e-12)
+    for key, p in module.named_parameters():
+        np.testing.assert_allclose(grads[key], p.grad, rtol=1e-8, atol=1e-11, err_msg=key)
+
+
 def test_options_of_another_module_are_refused_by_name():
     with pytest.raises(ValueError, match="--pool-types and --no-spatial are CBAM's options: add --module cbam"):
         modules.config_from_flags("bam", 8, {"--pool-types": ("avg",), "--reduction": 2})

@@ -10,8 +10,8 @@ command line need to know about BAM, CBAM or any other module, in one file per m
 A `Description` says: the ``nn`` class and how to build it from a `Config`; its options
 (constructor arguments, with the command-line flag that sets each); which state_dict key
 tells its reference cases apart, and how to read the rest of its configuration off the
-parameter shapes; its PyTorch twin; the configurations ``minibam check`` runs; and the
-likely causes of a failed comparison. ``checks`` and ``cli`` use only this interface, so
+parameter shapes; its PyTorch twin; its ``manual`` forward/backward pair, if any; the
+configurations ``minibam check`` runs; and the likely causes of a failed comparison. ``checks`` and ``cli`` use only this interface, so
 a new module is one file here and one line in `MODULES`.
 """
 
@@ -190,6 +190,11 @@ class Description:
         raise NotImplementedError
 
     # --------------------------------------------------------------- optional
+    def manual_pair(self, config: Config) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
+        """The module written by hand in `minibam.manual`, if it is: ``forward(x, params)``
+        -> (y, cache) for ``config`` and ``backward(dy, cache)`` -> {"x": dx, name: dparam}."""
+        return None
+
     def label(self, config: Config) -> str:
         """The ``op`` column of a ``minibam check`` row."""
         return self.title

@@ -56,6 +56,17 @@ class BamDescription(Description):
                                                variant=options["variant"])
         return bam
 
+    def manual_pair(self, config: Config) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        from minibam import manual
+
+        o = config.options
+
+        def forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+            return manual.bam_forward(x, dict(params), o["variant"], config.training, o["dilation_val"],
+                                      config.eps)
+
+        return forward, manual.bam_backward
+
     def summary(self, config: Config) -> str:
         o = config.options
         return (f"BAM variant={o['variant']}, C={config.channels}, r={o['reduction_ratio']}, "

@@ -38,6 +38,17 @@ class CbamDescription(Description):
     def construct(self, channels: int, options: Mapping[str, Any]) -> Module:
         return CBAM(channels, options["reduction_ratio"], options["pool_types"], options["no_spatial"])
 
+    def manual_pair(self, config: Config) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        from minibam import manual
+
+        o = config.options
+
+        def forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+            return manual.cbam_forward(x, dict(params), o["pool_types"], o["no_spatial"], config.training,
+                                       config.eps)
+
+        return forward, manual.cbam_backward
+
     def summary(self, config: Config) -> str:
         o = config.options
         return (f"CBAM C={config.channels}, r={o['reduction_ratio']}, pool_types={','.join(o['pool_types'])}"
