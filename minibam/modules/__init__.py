@@ -32,6 +32,7 @@ from minibam.tensor import Tensor
 MODULES: dict[str, str] = {
     "bam": "minibam.modules.bam",
     "cbam": "minibam.modules.cbam",
+    "se": "minibam.modules.se",
 }
 
 
