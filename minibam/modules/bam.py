@@ -40,7 +40,7 @@ class BamDescription(Description):
     format = "minibam-bam-reference"
     signature = _FC0
     options = (
-        Option("--variant", "variant", str, "paper", "BAM's variant", choices=VARIANTS),
+        Option("--variant", "variant", str, "paper", "the variant", choices=VARIANTS),
         Option("--reduction", "reduction_ratio", at_least(1), 16, "reduction_ratio", metavar="R"),
         Option("--dilation-conv-num", "dilation_conv_num", at_least(0), 2,
                "number of dilated 3x3 convs", metavar="K"),

@@ -31,8 +31,8 @@ class CbamDescription(Description):
     options = (
         Option("--reduction", "reduction_ratio", at_least(1), 16, "reduction_ratio", metavar="R"),
         Option("--pool-types", "pool_types", name_list, ("avg", "max"),
-               "CBAM's pools, from avg, max, lp, lse", metavar="P,P", compare=True),
-        Option("--no-spatial", "no_spatial", bool, False, "CBAM without its spatial gate", switch=True),
+               "the pools, from avg, max, lp, lse", metavar="P,P", compare=True),
+        Option("--no-spatial", "no_spatial", bool, False, "without the spatial gate", switch=True),
     )
 
     def construct(self, channels: int, options: Mapping[str, Any]) -> Module:
