@@ -215,3 +215,23 @@ def test_compare_refuses_a_deflate_bomb_before_inflating_it(tmp_path, capsys, wi
 def test_compare_reads_cases_through_the_checked_reader():
     source = inspect.getsource(ref.load_arrays) + inspect.getsource(ref._read_checked)
     assert "io.read_arrays(" in source and "np.load(" not in source
+
+
+def test_a_corrupt_text_member_is_a_one_line_refusal(tmp_path, capsys):
+    path, _ = _case(tmp_path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("meta.variant.npy")  # after meta.format: read past the numbers-only reader
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start + info.compress_size - 3] ^= 0xFF  # a byte of "paper"
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    code, out, err = run(capsys, "compare", str(path))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "not a readable .npz archive" in err
+
+
+def test_an_option_of_another_module_given_to_compare_is_said_to_be_unused(tmp_path, capsys):
+    path, _ = _case(tmp_path)
+    capsys.readouterr()
+    code, out, _ = run(capsys, "compare", str(path), "--pool-types", "avg")
+    assert code == 0 and "--pool-types is CBAM's option; this is a BAM case, so it was not used" in out

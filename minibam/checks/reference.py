@@ -129,8 +129,9 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         arrays = _read_checked(path)
     except (ValueError, OSError) as error:
         detail = (str(error).splitlines() or [""])[0]
-        for prefix in (f"load: {str(path)!r}: ", f"load: {str(path)!r} ", f"compare: {str(path)!r}: "):
-            detail = detail.replace(prefix, "")
+        for who in ("load", "compare"):  # the reader names the file; the caller does too
+            for prefix in (f"{who}: {str(path)!r}: ", f"{who}: {str(path)!r} is ", f"{who}: {str(path)!r} "):
+                detail = detail.replace(prefix, "")
         raise ReferenceFileError(f"not a readable .npz archive ({detail or type(error).__name__})") from None
     return {k: v if v.dtype.isnative else v.astype(v.dtype.newbyteorder("=")) for k, v in arrays.items()}
 
@@ -142,6 +143,7 @@ def _read_checked(path: Path) -> dict[str, np.ndarray]:
     archive declares it, checked against ``MAX_EXPANSION`` x the file (plus ``SLACK_BYTES``)
     before it is read, and never unpickled."""
     import zipfile
+    import zlib
 
     from minibam import io
 
@@ -150,6 +152,17 @@ def _read_checked(path: Path) -> dict[str, np.ndarray]:
     except ValueError as error:
         if "has dtype <U" not in str(error) and "has dtype |S" not in str(error):
             raise
+    try:
+        return _read_with_text(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+        raise ValueError(f"a corrupt archive ({type(error).__name__}: {error})") from None
+
+
+def _read_with_text(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    from minibam import io
+
     budget = io.MAX_EXPANSION * path.stat().st_size + io.SLACK_BYTES
     arrays: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(path) as zf:
@@ -394,6 +407,11 @@ def overrides(arrays: Mapping[str, np.ndarray], config: Config, given: Mapping[s
               training: bool | None) -> list[str]:
     """What the caller's flags change against the file's own ``meta.*``."""
     out = []
+    own = {o.key for o in config.description.options}
+    for option, owners in modules.every_option():
+        if given.get(option.key) is not None and option.key not in own:
+            out.append(f"{option.flag} is {owners[0].title}'s option; this is a {config.description.title} "
+                       f"case, so it was not used")
     for option in config.description.options:
         value, stored = given.get(option.key), _stored_option(arrays, option) if option.compare else None
         if value is not None and stored is not None and value != stored:
