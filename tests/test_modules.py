@@ -16,6 +16,7 @@ import pytest
 from minibam import modules
 from minibam.checks import all_cases
 from minibam.checks import reference as ref
+from minibam.checks.replay import compare_reference
 from minibam.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_a_case_gives_back_its_configuration(name, keep_meta):
         else:  # what no shape shows is assumed, and said
             assert f"{key} not stored in the file, assumed" in " ".join(notes)
             found = found.with_options(**{key: value})
-    assert all(r.passed for r in ref.compare_reference(arrays, found))
+    assert all(r.passed for r in compare_reference(arrays, found))
 
 
 @pytest.mark.parametrize("name", ["bam", "cbam"])

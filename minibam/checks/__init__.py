@@ -8,7 +8,9 @@
 - `catalogue`: every op, with small inputs;
 - `modules`: every attention module of `minibam.modules` (BAM, CBAM, ...) with random
   weights, as a check;
-- `reference`: the ``.npz`` reference case format, written and compared, for any of them;
+- `reference`: the ``.npz`` reference case format, for any of them: written, read, and
+  its configuration inferred;
+- `replay`: a case run again by minibam and every array compared (``minibam compare``);
 - `hints`: likely causes of a failed comparison, tested by reruns.
 """
 

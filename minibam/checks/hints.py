@@ -19,7 +19,8 @@ from dataclasses import replace
 import numpy as np
 
 from minibam.checks.compare import Row
-from minibam.checks.reference import ReferenceFileError, compare_reference
+from minibam.checks.reference import ReferenceFileError
+from minibam.checks.replay import compare_reference
 from minibam.modules import Config
 
 

@@ -18,7 +18,8 @@ from minibam.cli._common import (
 
 def run(args: argparse.Namespace) -> int:
     from minibam.checks.compare import NOISE_FACTOR, worst
-    from minibam.checks.reference import ReferenceFileError, compare_file
+    from minibam.checks.reference import ReferenceFileError
+    from minibam.checks.replay import compare_file
 
     training = True if args.train else False if args.eval else None
     try:
