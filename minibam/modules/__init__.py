@@ -157,6 +157,7 @@ class Description:
     format: str  # meta.format of its reference cases
     signature: str  # a state_dict key that only this module has
     options: tuple[Option, ...] = ()
+    extra_options: tuple[str, ...] = ()  # options a comparison may set that no flag offers
     momentum: float = 0.1  # its batch norms' momentum when a case does not say
 
     # ------------------------------------------------------------ to implement
@@ -217,8 +218,6 @@ class Description:
         values.update({k: v for k, v in options.items() if v is not None})
         return Config(self.name, channels, values, training, np.dtype(dtype))
 
-    extra_options: tuple[str, ...] = ()  # options a comparison may set that no flag offers
-
     def build(self, config: Config) -> Module:
         module = self.construct(config.channels, config.options)
         for bn in batch_norms(module):
@@ -247,9 +246,6 @@ class Description:
             out["momentum"] = self.momentum if config.momentum is None else config.momentum
         return out
 
-    def option(self, key: str) -> Option:
-        return next(o for o in self.options if o.key == key)
-
 
 def every_option() -> Iterator[tuple[Option, list[Description]]]:
     """Each command-line option once (modules may share one, as BAM and CBAM share
@@ -269,8 +265,7 @@ def config_from_flags(name: str, channels: int, given: Mapping[str, Any], traini
     own = {o.flag for o in description.options}
     foreign = [flag for flag, value in given.items() if value is not None and flag not in own]
     if foreign:
-        option, owners = next((o, d) for o, d in every_option() if o.flag == foreign[0])
-        owner = owners[0]
+        owner = next(owners[0] for o, owners in every_option() if o.flag == foreign[0])
         flags = [o.flag for o in owner.options if o.flag not in own]
         listed = " and ".join(flags) if len(flags) < 3 else ", ".join(flags[:-1]) + " and " + flags[-1]
         which = "option" if len(flags) == 1 else "options"
@@ -282,6 +277,6 @@ def config_from_flags(name: str, channels: int, given: Mapping[str, Any], traini
 
 __all__ = [
     "MODULES", "Config", "Description", "Option", "all_descriptions", "at_least", "batch_norms",
-    "buffer_arrays", "name_list",
-    "config_from_flags", "every_option", "get", "names", "randomise_batch_norms",
+    "buffer_arrays", "config_from_flags", "every_option", "get", "name_list", "names",
+    "randomise_batch_norms",
 ]
