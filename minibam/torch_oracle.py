@@ -1,10 +1,14 @@
-"""PyTorch as an independent oracle for the command line (``minibam check``, ``bench``).
+"""PyTorch as an independent oracle: the attention modules' twins in ``torch.nn``.
 
-Only the CLI imports this file, and only after `load` found torch installed:
-``import minibam`` never imports torch. `TorchBAM` is BAM written directly with
-``torch.nn`` layers, under the same child names as `minibam.nn.BAM`, so that a
-minibam ``state_dict()`` loads into it unchanged and both run on the same weights;
-`TorchCBAM` does the same for `minibam.nn.CBAM`.
+Imported only where the PyTorch side is asked for, and only once torch is known to be
+installed: the command line's `load` (``minibam check``), each module's
+``Description.twin`` in `minibam.modules` (the self-check's PyTorch rows), and
+`minibam.bench` (the torch side of a benchmark). ``import minibam`` never imports
+torch. `TorchBAM` is BAM written directly with ``torch.nn`` layers, under the same
+child names as `minibam.nn.BAM`, so that a minibam ``state_dict()`` loads into it
+unchanged and both run on the same weights; `TorchCBAM` does the same for
+`minibam.nn.CBAM`, and `holding` puts any minibam module's state, mode and dtype into
+its twin.
 """
 
 from __future__ import annotations
@@ -82,17 +86,23 @@ class TorchBAM(nn.Module):
         return x * (1 + torch.sigmoid(a))
 
 
+def holding(model: nn.Module, module: Any, state: Mapping[str, np.ndarray] | None = None) -> nn.Module:
+    """``model`` (a torch twin) with the minibam ``module``'s dtype and mode, holding
+    ``state`` (default: ``module.state_dict()``); returns ``model``."""
+    state = module.state_dict() if state is None else state
+    dtype = torch.float32 if next(iter(module.parameters())).dtype == np.float32 else torch.float64
+    model.to(dtype)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    model.train(module.training)
+    return model
+
+
 def bam_like(bam: Any, state: Mapping[str, np.ndarray] | None = None) -> TorchBAM:
     """A TorchBAM with ``bam``'s configuration, mode and dtype, holding ``state``
     (default: ``bam.state_dict()``)."""
-    state = bam.state_dict() if state is None else state
     model = TorchBAM(bam.gate_channel, bam.reduction_ratio, bam.dilation_conv_num,
                      bam.dilation_val, bam.variant)
-    dtype = torch.float32 if next(iter(bam.parameters())).dtype == np.float32 else torch.float64
-    model.to(dtype)
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    model.train(bam.training)
-    return model
+    return holding(model, bam, state)
 
 
 class TorchBAMNet(nn.Module):
@@ -129,12 +139,7 @@ def bamnet_like(net: Any) -> TorchBAMNet:
                 nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                           conv.dilation, bias=conv.bias is not None),
                 nn.BatchNorm2d(conv.out_channels), nn.ReLU())
-    model = TorchBAMNet(children)
-    dtype = torch.float32 if next(iter(net.parameters())).dtype == np.float32 else torch.float64
-    model.to(dtype)
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in net.state_dict().items()})
-    model.train(net.training)
-    return model
+    return holding(TorchBAMNet(children), net)
 
 
 def numpy_state(model: nn.Module, buffers_only: bool = False) -> dict[str, np.ndarray]:
@@ -195,10 +200,5 @@ class TorchCBAM(nn.Module):
 def cbam_like(cbam: Any, state: Mapping[str, np.ndarray] | None = None) -> TorchCBAM:
     """A TorchCBAM with ``cbam``'s configuration, mode and dtype, holding ``state``
     (default: ``cbam.state_dict()``)."""
-    state = cbam.state_dict() if state is None else state
     model = TorchCBAM(cbam.gate_channels, cbam.reduction_ratio, cbam.pool_types, cbam.no_spatial)
-    dtype = torch.float32 if next(iter(cbam.parameters())).dtype == np.float32 else torch.float64
-    model.to(dtype)
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
-    model.train(cbam.training)
-    return model
+    return holding(model, cbam, state)

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import minibam
 from minibam import cli
-from minibam.checks.bam import random_bam
 from minibam.cli import main
+from minibam.modules.bam import random_bam
 from minibam.nn import BAM
 
 ROOT = Path(__file__).resolve().parents[1]

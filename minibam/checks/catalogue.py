@@ -223,6 +223,40 @@ def norm_pool_cases(thorough: bool) -> list[Case]:
     return cases
 
 
+@dataclass(frozen=True)
+class Distinct:
+    """Draws values 0.1 apart in random order: a unique maximum that a finite difference
+    cannot move to another element (max pooling is not differentiable at a tie)."""
+
+    shape: tuple[int, ...]
+
+    def __call__(self, rng: np.random.Generator) -> np.ndarray:
+        size = int(np.prod(self.shape))
+        return (rng.permutation(size).reshape(self.shape) - size / 2) * 0.1 + rng.uniform(0, 0.01)
+
+
+def pool_gate_cases() -> list[Case]:
+    """CBAM's pools (over the plane and over the channels) and its gating product."""
+    x = Distinct((2, 3, 4, 5))
+
+    def torch_channel_pool(T: Any, t: Any) -> Any:
+        return T.cat([t.max(dim=1, keepdim=True).values, t.mean(dim=1, keepdim=True)], dim=1)
+
+    return [
+        op("global_max_pool2d", F.global_max_pool2d,
+           lambda T, t: T.nn.functional.max_pool2d(t, t.shape[2:]).flatten(1), "H != W", x=x),
+        op("global_lp_pool2d", F.global_lp_pool2d,
+           lambda T, t: T.nn.functional.lp_pool2d(t, 2, t.shape[2:]).flatten(1), "p=2", x=x),
+        op("global_lse_pool2d", F.global_lse_pool2d, lambda T, t: T.logsumexp(t, dim=(2, 3)), x=x),
+        op("channel_max_pool", F.channel_max_pool, lambda T, t: t.max(dim=1, keepdim=True).values,
+           x=x),
+        op("channel_avg_pool", F.channel_avg_pool, lambda T, t: t.mean(dim=1, keepdim=True), x=x),
+        op("channel_pool", F.channel_pool, torch_channel_pool, "[max; mean]", x=x),
+        op("gate", F.gate, lambda T, t, g: t * g, "channel gate", x=n(2, 3, 4, 5), g=n(2, 3, 1, 1)),
+        op("gate", F.gate, lambda T, t, g: t * g, "spatial gate", x=n(2, 3, 4, 5), g=n(2, 1, 4, 5)),
+    ]
+
+
 def combine_cases() -> list[Case]:
     arrays = {"x": n(2, 3, 4, 5), "channel_map": n(2, 3, 1, 1), "spatial_map": n(2, 1, 4, 5)}
     return [
@@ -241,5 +275,6 @@ def op_cases(thorough: bool = False) -> list[Case]:
         + conv_cases(thorough)
         + norm_pool_cases(thorough)
         + combine_cases()
+        + pool_gate_cases()
         + loss_cases()
     )

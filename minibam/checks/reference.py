@@ -1,4 +1,5 @@
-"""Reference cases: one BAM forward + backward, frozen in a self-contained ``.npz``.
+"""Reference cases: one forward + backward of an attention module (BAM, CBAM, ...), frozen
+in a self-contained ``.npz``.
 
 Format (version 1), every entry a plain array (no pickles):
 
@@ -10,93 +11,64 @@ Format (version 1), every entry a plain array (no pickles):
 ``grad.<name>``            dL/d(parameter) for every parameter
 ``after.<name>``           optional: each buffer after the forward pass
                            (training mode updates the running statistics)
-``meta.<field>``           optional: ``format``, ``format_version``, ``variant``,
-                           ``training``, ``reduction_ratio``, ``dilation_conv_num``,
-                           ``dilation_val``, ``eps``, ``momentum``, ``seed``
+``meta.<field>``           optional: ``format`` (which module), ``format_version``,
+                           ``training``, ``seed``, ``eps`` and ``momentum`` (modules
+                           with batch norms), and the module's options (BAM:
+                           ``variant``, ``reduction_ratio``, ``dilation_conv_num``,
+                           ``dilation_val``; CBAM: ``reduction_ratio``,
+                           ``pool_types`` as "avg,max", ``no_spatial``; ...)
 =========================  =====================================================
 
-Names are ``BAM.state_dict()``'s, which are those of the authors' PyTorch code, so a
-file written from a PyTorch BAM needs no renaming. Without ``meta``, the configuration
-is read off the parameter shapes (C, C/r, the number of dilated convs, and the variant
-from whether the closing BatchNorms exist), and the mode from whether ``after.*``
-moved the running means; the dilation cannot be, and defaults to 4 unless given.
+Names are the module's ``state_dict()``'s, which are those of the authors' PyTorch code,
+so a file written from a PyTorch module needs no renaming. The module is the one whose
+``meta.format`` the file stores, else the one whose signature parameter it holds (see
+`minibam.modules`). Without ``meta``, the configuration is read off the parameter shapes
+(``Description.infer``), and the mode from whether ``after.*`` moved the running means;
+an option no shape shows (BAM's dilation, CBAM's pools) takes its default, unless given.
+Replaying a case and comparing every array is `minibam.checks.replay`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from minibam import functional as F
-from minibam.checks.bam import buffer_arrays, random_bam
-from minibam.checks.compare import Row, compare, default_tolerance, largest
-from minibam.nn import BAM, BatchNorm1d, BatchNorm2d, Module, StateDictError
-from minibam.ops.attention import bam_combine
+from minibam import modules
+from minibam.modules import Config, Description, batch_norms, buffer_arrays
+from minibam.nn import Module
 from minibam.tensor import Tensor
 
-FORMAT = "minibam-bam-reference"
 FORMAT_VERSION = 1
 REQUIRED = ("x", "dy", "y", "dx")
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
-_FC0 = "channel_att.gate_c.gate_c_fc_0.weight"
-_CLOSING_BN = ("channel_att.gate_c.gate_c_bn_final.weight", "spatial_att.gate_s.gate_s_bn_final.weight")
-
 
 class ReferenceFileError(ValueError):
-    """The file cannot be read, or is not a BAM reference case."""
+    """The file cannot be read, or is not a reference case minibam can replay."""
 
 
-@dataclass
-class BamConfig:
-    gate_channel: int
-    reduction_ratio: int = 16
-    dilation_conv_num: int = 2
-    dilation_val: int = 4
-    variant: str = "paper"
-    training: bool = True
-    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float64))
-    eps: float = 1e-5
-    momentum: float = 0.1
+# ------------------------------------------------------------------- writing
+def check_fits(config: Config, shape: tuple[int, int, int, int]) -> None:
+    """``ValueError`` when one pass of ``config`` on ``shape`` could not fit in this
+    machine's memory; nothing is built or allocated to find out."""
+    from minibam.ops._checks import memory_limit
 
-    def build(self) -> BAM:
-        bam = BAM(self.gate_channel, self.reduction_ratio, self.dilation_conv_num,
-                  self.dilation_val, self.variant)
-        for module in bam.modules():
-            if isinstance(module, (BatchNorm1d, BatchNorm2d)):
-                module.eps, module.momentum = self.eps, self.momentum
-        return bam.to(self.dtype).train(self.training)
-
-    def describe(self) -> str:
-        return (f"BAM variant={self.variant}, C={self.gate_channel}, r={self.reduction_ratio}, "
-                f"dilated convs={self.dilation_conv_num}, dilation={self.dilation_val}, "
-                f"{'training' if self.training else 'eval'}, {self.dtype}")
-
-
-def _forward_backward(bam: BAM, x: np.ndarray, dy: np.ndarray,
-                      pooling: str = "global") -> tuple[Tensor, Tensor]:
-    """``pooling="window"``: the channel branch pools only the top-left H x H window, as
-    the authors' released code does on a non-square map (used to test that hint)."""
-    xt = Tensor(x, requires_grad=True)
-    if pooling == "window":
-        n, c, h, _ = x.shape
-        mc = bam.channel_att.gate_c(F.global_avg_pool2d(xt[:, :, :h, :h])).reshape(n, c, 1, 1)
-        ms = bam.spatial_att.spatial_map(xt)
-        y = bam_combine(xt, mc, ms, "sum" if bam.variant == "paper" else "product")
-    else:
-        y = bam(xt)
-    y.backward(dy)
-    return y, xt
+    needed = config.description.memory_elements(config, shape) * config.dtype.itemsize
+    limit = memory_limit()
+    if needed > limit:
+        raise ValueError(f"{config.description.title} on ({','.join(map(str, shape))}) would need about "
+                         f"{needed / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB of memory available")
 
 
 def case_arrays(module: Module, shape: tuple[int, ...], dtype: np.dtype, seed: int,
-                meta: dict[str, object]) -> dict[str, np.ndarray]:
+                meta: Mapping[str, object]) -> dict[str, np.ndarray]:
     """One forward and backward of ``module`` on ``x`` and ``dy`` drawn from ``seed``, as the
     arrays of a reference case: x, dy, y, dx, param.* (before the pass), grad.*, after.*
-    (the buffers after it) and meta.*. Shared by BAM's and CBAM's cases."""
+    (the buffers after it) and meta.*."""
     rng = np.random.default_rng([seed, 2])
     x = rng.standard_normal(shape).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
@@ -112,21 +84,17 @@ def case_arrays(module: Module, shape: tuple[int, ...], dtype: np.dtype, seed: i
     return arrays
 
 
-def make_reference(config: BamConfig, batch: int, height: int, width: int, seed: int) -> dict[str, np.ndarray]:
-    """The arrays of a reference case: random weights and BatchNorm state from ``seed``."""
-    bam = random_bam(config.gate_channel, config.reduction_ratio, config.dilation_conv_num,
-                     config.dilation_val, config.variant, seed=seed, dtype=config.dtype)
-    bam.train(config.training)
-    meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "variant": config.variant,
-        "training": config.training, "reduction_ratio": config.reduction_ratio,
-        "dilation_conv_num": config.dilation_conv_num, "dilation_val": config.dilation_val,
-        "eps": config.eps, "momentum": config.momentum, "seed": seed,
-    }
-    return case_arrays(bam, (batch, config.gate_channel, height, width), config.dtype, seed, meta)
+def make_reference(config: Config, batch: int, height: int, width: int, seed: int) -> dict[str, np.ndarray]:
+    """The arrays of a reference case of ``config``: random weights and batch-norm state from
+    ``seed``. ``ValueError`` when the module refuses the configuration or the input."""
+    description = config.description
+    module = description.random(config, seed).train(config.training)
+    meta = {"format_version": FORMAT_VERSION, **description.meta(config, bool(batch_norms(module))),
+            "seed": seed}
+    return case_arrays(module, (batch, config.channels, height, width), config.dtype, seed, meta)
 
 
-def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+def save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     """Write exactly ``path`` (``np.savez`` alone would append ``.npz`` to other names),
     atomically: an interrupted write leaves any earlier file as it was."""
     from minibam._atomic import atomic_write
@@ -135,9 +103,12 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(handle, **arrays)
 
 
+# ------------------------------------------------------------------- reading
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz``, read eagerly and never unpickled; errors do not
-    repeat the path (the caller names the file)."""
+    """Every array of an ``.npz``, through minibam's one checked reader (`minibam.io.read_arrays`:
+    declared sizes checked before anything is allocated, never unpickled), in native byte
+    order (a big-endian ``>f8`` case is converted, not refused). Errors do not repeat the
+    path (the caller names the file)."""
     path = Path(path)
     if not path.exists():
         raise ReferenceFileError("no such file")
@@ -153,28 +124,109 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     if not magic.startswith(b"PK"):
         raise ReferenceFileError("not an .npz archive (an .npz is a zip file; this one is not)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except Exception as error:  # BadZipFile, zlib.error, a pickled member (ValueError), ...
+        arrays = _read_checked(path)
+    except (ValueError, OSError) as error:
         detail = (str(error).splitlines() or [""])[0]
-        raise ReferenceFileError(f"not a readable .npz archive ({type(error).__name__}: {detail})") from None
+        for who in ("load", "compare"):  # the reader names the file; the caller does too
+            for prefix in (f"{who}: {str(path)!r}: ", f"{who}: {str(path)!r} is ", f"{who}: {str(path)!r} "):
+                detail = detail.replace(prefix, "")
+        raise ReferenceFileError(f"not a readable .npz archive ({detail or type(error).__name__})") from None
+    return {k: v if v.dtype.isnative else v.astype(v.dtype.newbyteorder("=")) for k, v in arrays.items()}
 
 
-def _meta(arrays: dict[str, np.ndarray], name: str, kind: type) -> Any:
+def _read_checked(path: Path) -> dict[str, np.ndarray]:
+    """`minibam.io.read_arrays`, which reads numeric members only. A reference case also
+    holds text (``meta.format``, ``meta.variant``, ...): until that reader takes small text
+    members, such a file is read here under the same bound: each member's size as the
+    archive declares it, checked against ``MAX_EXPANSION`` x the file (plus ``SLACK_BYTES``)
+    before it is read, and never unpickled."""
+    import zipfile
+    import zlib
+
+    from minibam import io
+
+    try:
+        return io.read_arrays(path, "reference case")
+    except ValueError as error:
+        if "has dtype <U" not in str(error) and "has dtype |S" not in str(error):
+            raise
+    try:
+        return _read_with_text(path)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+        raise ValueError(f"a corrupt archive ({type(error).__name__}: {error})") from None
+
+
+def _read_with_text(path: Path) -> dict[str, np.ndarray]:
+    import zipfile
+
+    from minibam import io
+
+    budget = io.MAX_EXPANSION * path.stat().st_size + io.SLACK_BYTES
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            key = info.filename[: -len(".npy")]
+            if not info.filename.endswith(".npy") or key in arrays:
+                raise ValueError(f"member {info.filename!r} is not an .npy array, or appears twice")
+            if info.file_size > budget:
+                raise ValueError(f"member {info.filename!r} declares {info.file_size} bytes, far more than "
+                                 f"the file's size allows")
+            with zf.open(info) as member:  # reads at most the declared size
+                version = np.lib.format.read_magic(member)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(member)
+                if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in shape):
+                    raise ValueError(f"member {info.filename!r} declares shape {shape}, not a list of sizes")
+                if dtype.kind not in "biufUS" or dtype.fields is not None or dtype.subdtype is not None:
+                    raise ValueError(f"member {info.filename!r} has dtype {dtype}; not numbers or text")
+                count = int(np.prod(shape, dtype=object))
+                if count * dtype.itemsize != info.file_size - member.tell():
+                    raise ValueError(f"member {info.filename!r} declares shape {shape} of {dtype}, which "
+                                     f"the archive does not hold")
+                data = member.read()
+            array = np.frombuffer(data, dtype, count).reshape(shape, order="F" if fortran else "C")
+            budget -= info.file_size
+            arrays[key] = array.copy()
+    return arrays
+
+
+def _text(value: np.ndarray) -> str:
+    item = value.item()
+    return item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+
+
+def _bool(name: str, value: np.ndarray) -> bool:
+    """A stored flag: a bool, 0 or 1, or the text True/False (any case) or 1/0; else refused,
+    never read as Python's ``bool("False") == True``."""
+    if value.dtype.kind in "biuf" and value.item() in (0, 1):
+        return bool(value.item())
+    if value.dtype.kind in "US":
+        text = _text(value).strip().lower()
+        if text in ("true", "1", "false", "0"):
+            return text in ("true", "1")
+    raise ReferenceFileError(f"meta.{name} = {value!r} is not a valid bool (True, False, 1 or 0)")
+
+
+def meta_value(arrays: Mapping[str, np.ndarray], name: str, kind: type) -> Any:
     value = arrays.get(f"meta.{name}")
     if value is None:
         return None
+    if value.size != 1:
+        raise ReferenceFileError(f"meta.{name} has shape {value.shape}; a meta entry holds one value")
+    if kind is bool:
+        return _bool(name, value)
     try:
-        return kind(value.item() if kind is not str else str(value))
+        return _text(value) if kind is str else kind(value.item())
     except (TypeError, ValueError):
         raise ReferenceFileError(f"meta.{name} = {value!r} is not a valid {kind.__name__}") from None
 
 
-def check_case(arrays: dict[str, np.ndarray], newest: int) -> np.ndarray:
-    """What every reference case (BAM's and CBAM's) must satisfy once its keys are there:
-    a format version this minibam reads (at most ``newest``), and x a float (N, C, H, W)
-    array with dy, y and dx of its shape. Returns x."""
-    version = _meta(arrays, "format_version", int)
+def check_case(arrays: Mapping[str, np.ndarray], newest: int) -> np.ndarray:
+    """What every reference case must satisfy once its keys are there: a format version
+    this minibam reads (at most ``newest``), and x a float (N, C, H, W) array with dy, y
+    and dx of its shape. Returns x."""
+    version = meta_value(arrays, "format_version", int)
     if version is not None and version > newest:
         raise ReferenceFileError(f"format version {version} is newer than this minibam reads ({newest})")
     x = arrays["x"]
@@ -186,7 +238,7 @@ def check_case(arrays: dict[str, np.ndarray], newest: int) -> np.ndarray:
     return x
 
 
-def check_numbers(arrays: dict[str, np.ndarray]) -> None:
+def check_numbers(arrays: Mapping[str, np.ndarray]) -> None:
     """``ReferenceFileError`` unless every array holds real numbers and what minibam runs
     on (``x``, ``dy``, ``param.*``) is finite: a NaN there makes every result NaN, and the
     comparison would blame minibam's side for the file's."""
@@ -205,135 +257,83 @@ def check_numbers(arrays: dict[str, np.ndarray]) -> None:
         )
 
 
-def infer_config(arrays: dict[str, np.ndarray], dilation_val: int | None = None,
-                 training: bool | None = None) -> tuple[BamConfig, list[str]]:
-    """The BAM that produced ``arrays``, and notes on what had to be assumed."""
-    missing = [k for k in REQUIRED if k not in arrays]
+def identify(arrays: Mapping[str, np.ndarray]) -> Description:
+    """The module a case is of: the one its ``meta.format`` names, else the one whose
+    signature parameter it holds, else the default (BAM), whose errors then say what is missing."""
+    described = modules.all_descriptions()
+    fmt = meta_value(arrays, "format", str)
+    if fmt is not None:
+        for description in described:
+            if description.format == fmt:
+                return description
+        raise ReferenceFileError(f"meta.format is {fmt!r}, not one of {', '.join(d.format for d in described)}")
+    return next((d for d in described if f"param.{d.signature}" in arrays), described[0])
+
+
+def stored_option(arrays: Mapping[str, np.ndarray], option: modules.Option) -> Any:
+    value = arrays.get(f"meta.{option.key}")
+    if value is None:
+        return None
+    try:
+        return option.parse(_text(value))
+    except ValueError as error:
+        raise ReferenceFileError(f"meta.{option.key} = {value!r} is not valid: {error}") from None
+
+
+def _mode_from_buffers(arrays: Mapping[str, np.ndarray], params: Mapping[str, np.ndarray]) -> bool | None:
+    """Training moves the running means; evaluation leaves them as they were (None: no
+    ``after.*`` to tell). Compared in float32: a float32 file may hold float64 parameters,
+    rounded in after.*."""
+    moved = [not np.array_equal(arrays[k].astype(np.float32), params[k[len("after."):]].astype(np.float32))
+             for k in arrays
+             if k.startswith("after.") and k.endswith(".running_mean") and k[len("after."):] in params]
+    return any(moved) if moved else None
+
+
+def infer_config(arrays: Mapping[str, np.ndarray], given: Mapping[str, Any] | None = None,
+                 training: bool | None = None) -> tuple[Config, list[str]]:
+    """The module configuration that produced ``arrays``, and notes on what had to be
+    assumed. ``given``: option values by key (None: not given) that override the file."""
+    given = given or {}
+    description = identify(arrays)
     params = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
-    if missing or _FC0 not in params:
+    missing = [k for k in REQUIRED if k not in arrays]
+    if missing or description.signature not in params:
         found = ", ".join(sorted(arrays)[:8]) + (", ..." if len(arrays) > 8 else "")
-        lacking = ", ".join(missing + ([] if _FC0 in params else [f"param.{_FC0}"]))
-        raise ReferenceFileError(f"not a BAM reference case: no {lacking} (found: {found or 'nothing'})")
+        lacking = ", ".join(missing + ([] if description.signature in params else [f"param.{description.signature}"]))
+        raise ReferenceFileError(f"not a {description.title} reference case: no {lacking} "
+                                 f"(found: {found or 'nothing'})")
     check_numbers(arrays)
-    fmt = _meta(arrays, "format", str)
-    if fmt is not None and fmt != FORMAT:
-        raise ReferenceFileError(f"meta.format is {fmt!r}, not {FORMAT!r}")
     x = check_case(arrays, FORMAT_VERSION)
-    fc0 = params[_FC0]
-    channels = x.shape[1]
-    if fc0.ndim != 2 or fc0.shape[1] != channels or fc0.shape[0] < 1 or channels % fc0.shape[0]:
-        raise ReferenceFileError(
-            f"param.{_FC0} has shape {fc0.shape}, which does not fit C={channels} channels of x"
-        )
+    try:
+        options = description.infer(x.shape[1], params, lambda name, kind: meta_value(arrays, name, kind))
+    except ValueError as error:
+        raise ReferenceFileError(str(error)) from None
     notes: list[str] = []
-    dilated = 0
-    while f"spatial_att.gate_s.gate_s_conv_di_{dilated}.weight" in params:
-        dilated += 1
-    variant = "paper" if any(k in params for k in _CLOSING_BN) else "official"
-    meta_variant = _meta(arrays, "variant", str)
-    if meta_variant is not None and meta_variant != variant:
-        raise ReferenceFileError(f"meta.variant is {meta_variant!r} but the parameters are those of {variant!r}")
-
-    def pick(name: str, given: Any, kind: type, default: Any) -> Any:
-        if given is not None:
-            return given
-        stored = _meta(arrays, name, kind)
-        if stored is not None:
-            return stored
-        notes.append(f"{name} not stored in the file, assumed {default}")
-        return default
-
-    if training is None and _meta(arrays, "training", bool) is None:
-        # Training moves the running means; evaluation leaves them as they were.
-        # Compared in float32: a float32 file may hold float64 parameters, rounded in after.*.
-        moved = [not np.array_equal(arrays[k].astype(np.float32), params[k[len("after."):]].astype(np.float32))
-                 for k in arrays
-                 if k.startswith("after.") and k.endswith(".running_mean") and k[len("after."):] in params]
-        if moved:
-            training = any(moved)
+    for option in description.options:
+        if not option.compare:
+            continue
+        value = given.get(option.key)
+        if value is None:
+            value = stored_option(arrays, option)
+        if value is None:
+            value = option.default_for(x.shape[1])
+            notes.append(f"{option.key} not stored in the file, assumed {option.text(value)}")
+        options[option.key] = value
+    config = Config(description.name, x.shape[1], options, True, x.dtype,
+                    meta_value(arrays, "eps", float) or 1e-5, meta_value(arrays, "momentum", float))
+    try:
+        module = config.build()
+    except (ValueError, TypeError) as error:
+        raise ReferenceFileError(str(error)) from None
+    if training is None:
+        training = meta_value(arrays, "training", bool)
+    if training is None and batch_norms(module):
+        training = _mode_from_buffers(arrays, params)
+        if training is not None:
             notes.append(f"mode not stored in the file; the running means after the pass say "
                          f"{'training' if training else 'eval'}")
-
-    config = BamConfig(
-        gate_channel=channels,
-        reduction_ratio=channels // fc0.shape[0],
-        dilation_conv_num=dilated,
-        dilation_val=pick("dilation_val", dilation_val, int, 4),
-        variant=variant,
-        training=pick("training", training, bool, True),
-        dtype=x.dtype,
-        eps=_meta(arrays, "eps", float) or 1e-5,
-        momentum=_meta(arrays, "momentum", float) or 0.1,
-    )
-    if config.dilation_val < 1:
-        raise ReferenceFileError(f"dilation must be >= 1, got {config.dilation_val}")
-    return config, notes
-
-
-def _run(arrays: dict[str, np.ndarray], config: BamConfig, dtype: Any,
-         pooling: str = "global") -> dict[str, np.ndarray]:
-    """minibam's y, dx, grad.<name> and after.<buffer> for the file's case, in ``dtype``."""
-    bam = replace(config, dtype=np.dtype(dtype)).build()
-    state = {k[len("param."):]: v for k, v in arrays.items() if k.startswith("param.")}
-    try:
-        bam.load_state_dict(state, strict=True)
-    except StateDictError as error:
-        raise ReferenceFileError(str(error)) from None
-    try:
-        y, xt = _forward_backward(bam, arrays["x"].astype(dtype), arrays["dy"].astype(dtype), pooling)
-    except ValueError as error:
-        raise ReferenceFileError(f"minibam cannot run this case: {error}") from None
-    out = {"y": y.data, "dx": xt.grad}
-    out.update({f"grad.{k}": p.grad for k, p in bam.named_parameters()})
-    out.update({f"after.{k}": v for k, v in buffer_arrays(bam).items()})
-    return out
-
-
-def compare_reference(arrays: dict[str, np.ndarray], config: BamConfig, rtol: float | None = None,
-                      atol: float | None = None, pooling: str = "global") -> list[Row]:
-    """Rebuild minibam's BAM from the file, run it on x and dy, compare every array.
-
-    minibam computes in float64 whatever the file's dtype (float32 inputs are exact in
-    float64), so it is the reference and a difference is the file's error. The test is
-    `minibam.checks.compare.compare`: ``torch.testing.assert_close``'s tolerances for
-    the file's dtype unless ``rtol``/``atol`` are given, and a gradient that is zero by
-    construction (a bias right before a training-mode BatchNorm) judged on the scale of
-    the largest gradient. For a float32 file minibam also runs in float32, and
-    ``NOISE_FACTOR`` times its own float32 error is allowed on top.
-    """
-    default_rtol, default_atol = default_tolerance(config.dtype)
-    rtol = default_rtol if rtol is None else rtol
-    atol = default_atol if atol is None else atol
-    grads = {k for k in arrays if k.startswith("grad.")}
-    ours = _run(arrays, config, np.float64, pooling)
-    unknown = sorted(k[len("grad."):] for k in grads - set(ours))
-    if unknown:
-        raise ReferenceFileError(f"gradients for parameters this BAM does not have: {', '.join(unknown)}")
-    # a float32 file: minibam's own float32 round-off is allowed (``compare``'s ``noise``)
-    low = _run(arrays, config, config.dtype, pooling) if config.dtype != np.float64 else None
-    gradient_names = ["dx"] + [k for k in ours if k in grads]
-    scale = largest(ours[k] for k in gradient_names)
-    names = ["y"] + gradient_names + [k for k in ours if k.startswith("after.") and k in arrays]
-    rows = []
-    for k in names:
-        if arrays[k].shape != ours[k].shape:
-            raise ReferenceFileError(f"{k} has shape {arrays[k].shape} in the file, minibam computes {ours[k].shape}")
-        noise = 0.0 if low is None or not ours[k].size else float(
-            np.max(np.abs(low[k].astype(np.float64) - ours[k].astype(np.float64))))
-        rows.append(compare(k, arrays[k], ours[k], rtol, atol,
-                            case_scale=scale if k in gradient_names else None, noise=noise))
-    return rows
-
-
-def overrides(arrays: dict[str, np.ndarray], dilation_val: int | None, training: bool | None) -> list[str]:
-    """What the caller's flags change against the file's own ``meta.*``."""
-    out = []
-    stored_dilation = _meta(arrays, "dilation_val", int)
-    if dilation_val is not None and stored_dilation is not None and dilation_val != stored_dilation:
-        out.append(f"--dilation {dilation_val} overrides the file's meta.dilation_val = {stored_dilation}")
-    stored_training = _meta(arrays, "training", bool)
-    if training is not None and stored_training is not None and training != stored_training:
-        out.append(f"--{'train' if training else 'eval'} overrides the file's meta.training = {stored_training} "
-                   f"(it was made in {'training' if stored_training else 'eval'} mode)")
-    return out
-
+        else:
+            training = True
+            notes.append("training not stored in the file, assumed True")
+    return replace(config, training=True if training is None else training), notes

@@ -1,9 +1,9 @@
 """The ``minibam`` command (also ``python -m minibam``): one module per command, each with
 ``add_parser`` and ``run``; this package only parses and prints, the work lives in the subsystems.
 
-    minibam check      every op and BAM against finite differences (and PyTorch if installed)
-    minibam reference  write a self-contained .npz case for checking another BAM
-    minibam compare    run minibam's BAM on such a case and report the differences
+    minibam check      every op and attention module against finite differences (and PyTorch)
+    minibam reference  write a self-contained .npz case for checking another BAM (CBAM, ...)
+    minibam compare    run minibam's module on such a case and report the differences
     minibam verify     check a PyTorch BAM from a Python file: which variant, and where it departs
     minibam bench      time BAM forward + backward beside PyTorch
     minibam exercises  list the exercises, or write a student workbook

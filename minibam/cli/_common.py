@@ -25,16 +25,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def int_at_least(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
+    from minibam.modules import at_least
 
-    return parse
+    return _typed(at_least(minimum))
 
 
 def non_negative_float(text: str) -> float:
@@ -70,31 +63,52 @@ def shape_type(layout: str) -> Any:
     return parse
 
 
-# Full-size (N, C, H, W) arrays alive at once in a BAM forward + backward with its
-# reference copies (x, dy, y, dx, the attention map and its temporaries), a generous
-# count: the check is meant to stop requests that are absurd, not ones that are tight.
-_BAM_FULL_SIZE_ARRAYS = 12
+def module_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """Add every attention module's options (`minibam.modules`) to ``parser``: all of them
+    for ``reference``, for ``compare`` only those a file's parameters cannot show. Each
+    defaults to None, "not given"; the module's own default is said in the help."""
+    from minibam import modules
+
+    for option, owners in modules.every_option():
+        if command == "compare" and not option.compare:
+            continue
+        whose = " and ".join(d.title for d in owners)
+        default = option.default_text or option.text(option.default)
+        if command == "compare":
+            text = f"{whose}: {option.help}, for a file without meta.{option.key} (else {default})"
+        else:
+            text = f"{whose}: {option.help}" + ("" if option.switch else f" (default: {default})")
+        dest = "module_" + option.flag[2:].replace("-", "_")
+        if option.switch:
+            parser.add_argument(option.flag, dest=dest, action="store_const", const=True, help=text)
+        else:
+            parser.add_argument(option.flag, dest=dest, type=_typed(option.parse), choices=option.choices,
+                                metavar=option.metavar, help=text)
 
 
-def check_bam_fits(shape: Sequence[int], channels: int, reduction: int, dilated: int,
-                   itemsize: int, option: str) -> None:
-    """``UsageError`` (one line, exit 2) when a BAM pass on (N, C, H, W) = ``shape`` could
-    not fit in this machine's memory; called before anything is allocated."""
-    from minibam.ops._checks import memory_limit
+def module_values(args: argparse.Namespace, by: str = "flag") -> dict[str, Any]:
+    """The module options given on the command line (None: not given), by flag or by key."""
+    from minibam import modules
 
-    n, c, h, w = shape
-    hidden = max(channels // max(reduction, 1), 1)
-    elements = (
-        _BAM_FULL_SIZE_ARRAYS * n * c * h * w  # feature maps
-        + (4 + 9 * dilated) * n * hidden * h * w  # spatial branch, with 3x3 im2col columns
-        + 2 * channels * hidden + 9 * dilated * hidden * hidden  # the weights
-    )
-    needed, limit = elements * itemsize, memory_limit()
-    if needed > limit:
-        raise UsageError(
-            f"{option}: BAM on {shape_str(shape)} with C/r = {hidden} would need about "
-            f"{needed / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB of memory available"
-        )
+    out = {}
+    for option, _ in modules.every_option():
+        dest = "module_" + option.flag[2:].replace("-", "_")
+        if hasattr(args, dest):
+            out[option.flag if by == "flag" else option.key] = getattr(args, dest)
+    return out
+
+
+def _typed(parse: Any) -> Any:
+    """An `Option`'s parser for argparse: its ValueError becomes argparse's one-line error."""
+
+    def typed(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    typed.__name__ = getattr(parse, "__name__", "value")
+    return typed
 
 
 def optional_torch() -> Any:

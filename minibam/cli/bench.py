@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibam.cli._common import DTYPES, UsageError, check_bam_fits, int_at_least, say, shape_type
+from minibam.cli._common import DTYPES, UsageError, int_at_least, say, shape_type
 from minibam.nn.bam import VARIANTS
 
 WIDTHS = [22, 8, 16, 16, 9, 11, 12]
@@ -94,6 +94,19 @@ def _load_line(when: str) -> str:
     return f"load average {when}: {load:.1f} on {cores} cores{busy}"
 
 
+def _check_fits(shape: tuple[int, int, int, int], reduction: int) -> None:
+    """A one-line error before anything is allocated when a float64 BAM pass on ``shape``
+    (two dilated convs) could not fit in memory."""
+    from minibam import modules
+    from minibam.checks.reference import check_fits
+
+    config = modules.get("bam").config(shape[1], reduction_ratio=reduction, dilation_conv_num=2)
+    try:
+        check_fits(config, shape)
+    except ValueError as error:
+        raise UsageError(f"--shapes: {error}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from minibam import bench
 
@@ -107,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
                                  f"ratio {args.reduction} (--reduction)")
         if shape[0] < 2:
             raise UsageError(f"shape {shape}: training mode needs a batch of at least 2")
-        check_bam_fits(shape, shape[1], min(args.reduction, shape[1]), 2, 8, "--shapes")
+        _check_fits(shape, min(args.reduction, shape[1]))
     if args.against:
         other = Path(args.against).resolve()
         if not (other / "minibam" / "__init__.py").is_file():

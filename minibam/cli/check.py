@@ -1,4 +1,4 @@
-"""minibam check: every op and BAM against finite differences (and PyTorch if installed)."""
+"""minibam check: every op and attention module against finite differences (and PyTorch if installed)."""
 
 from __future__ import annotations
 
@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "check", help="finite-difference (and PyTorch) checks of every op and of BAM",
-        description="Check the backward pass of every op and of BAM (both variants, training "
-                    "mode) against central finite differences in float64, with a random "
+        "check", help="finite-difference (and PyTorch) checks of every op and attention module",
+        description="Check the backward pass of every op and of every attention module (BAM in "
+                    "both variants, CBAM, ...) against central finite differences in float64, with a random "
                     "upstream gradient, and against PyTorch in float64 when it is installed. "
                     "Each case draws its inputs from a seed derived from --seed and its name, "
                     "so a case gives the same numbers alone (-k) as in the full run.",
