@@ -161,3 +161,81 @@ def test_load_refuses_a_newer_format(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         mbio.load(tmp_path / "nope.npz")
+
+
+# --- issue 23: devices, FIFOs, odd headers and keys ------------------------------------
+
+
+_LOAD_CAPPED = """
+import resource, sys
+import minibam as mb
+resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))  # a reader that reads on fails fast
+try:
+    mb.load(sys.argv[1] if sys.argv[1] != "-" else open("/dev/zero", "rb"))
+except (ValueError, MemoryError) as error:
+    print(type(error).__name__, error)
+"""
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "-"], ids=["path", "open-handle"])
+def test_load_refuses_a_device_at_once(target):
+    # /dev/zero reads forever; it is refused from its type, before a byte is read.
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _LOAD_CAPPED, target], capture_output=True,
+                            text=True, timeout=120)
+    assert result.stdout.startswith("ValueError load: "), result.stdout + result.stderr
+    assert "is not a regular file (a character device)" in result.stdout
+
+
+def test_load_refuses_a_fifo_without_blocking(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    outcome = []
+
+    def load():
+        try:
+            mbio.load(fifo)
+        except ValueError as error:
+            outcome.append(str(error))
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    if worker.is_alive():  # unblock the reader so the thread can end, then fail
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("mb.load blocked on a FIFO")
+    assert outcome and "is not a regular file (a FIFO)" in outcome[0]
+
+
+def _npy_with_shape(shape_text: str, payload: int) -> bytes:
+    header = f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape_text}, }}"
+    header = header.ljust(118) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + b"\0" * payload
+
+
+@pytest.mark.parametrize("shape", ["(True, 2)", "(2, False)", "(-1, -2)", "(-2, -1)", "(-1, -1)"])
+def test_a_header_shape_that_is_not_sizes_is_refused_naming_the_member(tmp_path, shape):
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        with zf.open(mbio.MARKER + ".npy", "w") as member:
+            np.lib.format.write_array(member, np.array(mbio.FORMAT_VERSION))
+        zf.writestr("w.npy", _npy_with_shape(shape, 16))
+    with pytest.raises(ValueError, match=r"member 'w.npy' declares shape .* not a list of sizes"):
+        mbio.load(path)
+
+
+@pytest.mark.parametrize("key", ["a\0b", "\0", "bad\udc80surrogate"])
+def test_a_key_the_zip_cannot_hold_is_refused_before_anything_is_written(tmp_path, key):
+    path = tmp_path / "good.npz"
+    mbio.save({"w": np.ones(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="save: state_dict key"):
+        mbio.save({"w": np.zeros(2), key: np.ones(1)}, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.npz"]
