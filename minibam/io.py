@@ -69,7 +69,7 @@ def save(state_dict: Mapping[str, Any], path: PathLike) -> None:
     if hasattr(path, "write"):  # an open binary file: the caller owns its fate
         _write_npz(path, arrays)
         return
-    with atomic_write(os.fsdecode(path)) as handle:
+    with atomic_write(os.fsdecode(path), who="save") as handle:
         _write_npz(handle, arrays)
 
 
