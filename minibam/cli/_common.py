@@ -80,7 +80,7 @@ def check_bam_fits(shape: Sequence[int], channels: int, reduction: int, dilated:
                    itemsize: int, option: str) -> None:
     """``UsageError`` (one line, exit 2) when a BAM pass on (N, C, H, W) = ``shape`` could
     not fit in this machine's memory; called before anything is allocated."""
-    from minibam.ops._checks import memory_limit
+    from minibam.ops._checks import describe_limit, memory_limit
 
     n, c, h, w = shape
     hidden = max(channels // max(reduction, 1), 1)
@@ -93,7 +93,7 @@ def check_bam_fits(shape: Sequence[int], channels: int, reduction: int, dilated:
     if needed > limit:
         raise UsageError(
             f"{option}: BAM on {shape_str(shape)} with C/r = {hidden} would need about "
-            f"{needed / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB of memory available"
+            f"{needed / 2**30:.3g} GiB, more than {describe_limit(limit)}"
         )
 
 
