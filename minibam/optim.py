@@ -92,9 +92,12 @@ class Optimizer:
         loss = None
         if closure is not None:
             loss = closure()
-        for p, state in zip(self.params, self.state, strict=True):
-            if p.grad is not None:
-                self._update(p, p.grad, state)
+        # inf and nan gradients give inf and nan parameters silently, as in PyTorch and
+        # every op (docs/guarantees.md, "Warnings: none for inf and nan").
+        with np.errstate(all="ignore"):
+            for p, state in zip(self.params, self.state, strict=True):
+                if p.grad is not None:
+                    self._update(p, p.grad, state)
         return loss
 
     def _update(self, p: Tensor, grad: np.ndarray, state: dict[str, Any]) -> None:

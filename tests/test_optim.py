@@ -241,3 +241,42 @@ def test_params_validation():
     # Generators (model.parameters()) are consumed once and kept as a list.
     opt = optim.SGD((q for q in [p]), lr=0.1)
     assert opt.params == [p]
+
+
+NONFINITE_GRADS = [np.array([np.inf, -np.inf, np.nan, 1.0]), np.array([1e308, -1e308, 0.0, 1.0])]
+
+
+@pytest.mark.parametrize("grad", NONFINITE_GRADS, ids=["inf-nan", "overflowing"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+     lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+     lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.01),
+     lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.01)],
+    ids=["sgd", "momentum", "nesterov-decay", "dampening-decay", "adam", "adam-decay"],
+)
+def test_inf_and_nan_gradients_are_silent_and_give_torchs_values(make, grad):
+    # The warning policy (docs/guarantees.md): inf and nan come back as values, silently,
+    # as in PyTorch, even under -W error.
+    start = np.array([1.0, 2.0, 3.0, 1e308])
+    ours = mb.Tensor(start, requires_grad=True)
+    theirs = torch.tensor(start, requires_grad=True)
+    opt = make([ours])
+    topt = _torch_twin(opt, [theirs])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            ours.grad = grad.copy()
+            theirs.grad = torch.tensor(grad)
+            opt.step()
+            topt.step()
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12, equal_nan=True)
+
+
+def _torch_twin(opt, params):
+    """The torch.optim optimizer with ``opt``'s hyper-parameters."""
+    if isinstance(opt, optim.Adam):
+        return torch.optim.Adam(params, **opt.defaults)
+    return torch.optim.SGD(params, **opt.defaults)

@@ -94,6 +94,20 @@ def test_eval_bam_on_an_empty_batch(variant):
         bam.train()(x)
 
 
+@pytest.mark.parametrize("pool_types", [("avg", "max"), ("max",), ("lp", "lse")])
+@pytest.mark.parametrize("no_spatial", [False, True])
+def test_eval_cbam_on_an_empty_batch_by_hand_as_the_module(pool_types, no_spatial):
+    cbam = nn.CBAM(8, reduction_ratio=4, pool_types=pool_types, no_spatial=no_spatial).eval()
+    x = _t((0, 8, 5, 6))
+    y = cbam(x)
+    out, cache = manual.cbam_forward(x.data, cbam.state_dict(), pool_types, no_spatial,
+                                     training=False)
+    grads = manual.cbam_backward(np.zeros(out.shape), cache)
+    assert out.shape == y.shape == x.shape and grads["x"].shape == x.shape
+    assert all(g.shape == p.shape and not g.any()
+               for (name, p), g in zip(cbam.named_parameters(), list(grads.values())[1:], strict=True))
+
+
 # ---------------------------------------------------- 6. integer hyper-parameters
 
 
@@ -234,6 +248,10 @@ X4 = np.ones((2, 3, 4, 4))
         (lambda: F.im2col(X4, 3, padding=10**9), ValueError, "im2col: the padded input"),
         (lambda: F.sum(mb.Tensor(X4), keepdims="yes"), TypeError, "sum: keepdims must be a bool"),
         (lambda: nn.BAM(16, variant=np.array([1, 2])), ValueError, "BAM: variant must be one of"),
+        # issue 23: a ragged list gave NumPy's "setting an array element with a sequence"
+        (lambda: mb.Tensor([[1.0, 2.0], [3.0]]), ValueError,
+         r"Tensor: data is a ragged nested list \(rows of different lengths\)"),
+        (lambda: mb.Tensor([[1.0, [2.0]]]), ValueError, "Tensor: data is a ragged nested list"),
     ],
 )
 def test_formerly_raw_messages_are_clear(call, error, match):

@@ -133,7 +133,8 @@ def _avg_backward(dp, shape):  # every pixel gets dp / (H W)
 
 
 def _max(F):
-    flat = F.reshape(*F.shape[:2], -1)
+    N, C, H, W = F.shape
+    flat = F.reshape(N, C, H * W)  # sizes spelled out: -1 is ambiguous for an empty batch
     winner = flat.argmax(axis=2)[:, :, None]  # the first maximal pixel, as PyTorch
     return np.take_along_axis(flat, winner, 2)[:, :, 0], (F.shape, winner)
 
