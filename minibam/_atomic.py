@@ -60,8 +60,12 @@ def atomic_write(path: str | os.PathLike, who: str = "write") -> Iterator[IO[byt
     """A binary handle whose contents replace ``path`` only if the block completes.
 
     ``who`` names the caller in the error messages (``"save"``)."""
+    name = os.fsdecode(path)
+    if name.endswith((os.sep, os.altsep or os.sep)):  # realpath would drop the separator
+        raise IsADirectoryError(f"{who}: {name!r} ends with a path separator, so it names a "
+                                f"directory, not a file")
     # A symlink is followed: its target is what gets replaced, and the link survives.
-    target = os.path.realpath(os.fsdecode(path))
+    target = os.path.realpath(name)
     existing = _existing(target, path, who)
     fd, temporary = tempfile.mkstemp(prefix=".mb", suffix=".partial", dir=os.path.dirname(target))
     try:

@@ -28,16 +28,19 @@ __all__ = ["FORMAT_VERSION", "MARKER", "load", "read_arrays", "save"]
 
 MARKER = "__minibam__"
 FORMAT_VERSION = 1
+_MAX_NAME_BYTES = 0xFFFF  # a zip stores a member's name length in 16 bits
 
 PathLike = str | os.PathLike | IO[bytes]
 
 
 def _as_array(key: str, value: Any) -> np.ndarray:
     array = value.data if isinstance(value, Tensor) else np.asarray(value)
-    if array.dtype.hasobject:
+    # What load reads, and nothing else: a string, date or structured array would make
+    # a file that load refuses, and it would replace a good checkpoint.
+    if array.dtype.kind not in _NUMERIC_KINDS or array.dtype.fields is not None:
         raise TypeError(
-            f"save: state_dict[{key!r}] has dtype {array.dtype}; only numeric arrays can "
-            f"be saved (a checkpoint never contains pickled objects)"
+            f"save: state_dict[{key!r}] has dtype {array.dtype}; only numeric arrays (bool, "
+            f"integer, float, complex) can be saved (a checkpoint never contains pickled objects)"
         )
     return array
 
@@ -82,12 +85,17 @@ def _check_key(key: str) -> None:
             f"inside the .npz cannot hold"
         )
     try:
-        key.encode("utf-8")
+        size = len(key.encode("utf-8")) + len(".npy")
     except UnicodeEncodeError:
         raise ValueError(
             f"save: state_dict key {key!r} is not valid Unicode text (it holds a lone "
             f"surrogate), so it cannot name a member of the .npz"
         ) from None
+    if size > _MAX_NAME_BYTES:
+        raise ValueError(
+            f"save: state_dict key {key[:40]!r}... is {size - 4} bytes long in UTF-8; a name "
+            f"inside the .npz holds at most {_MAX_NAME_BYTES - 4} (plus '.npy')"
+        )
 
 
 def _write_npz(handle: IO[bytes], arrays: Mapping[str, np.ndarray]) -> None:
@@ -200,8 +208,7 @@ def _require_regular(mode: int, path: PathLike, what: str, who: str) -> None:
     for test, kind in _KINDS:
         if test(mode):
             raise ValueError(
-                f"{who}: {path!r} is not a regular file ({kind}); a checkpoint is a file "
-                f"written by mb.save"
+                f"{who}: {path!r} is not a regular file ({kind}); a {what} is a regular file"
             )
 
 

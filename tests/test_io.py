@@ -239,3 +239,35 @@ def test_a_key_the_zip_cannot_hold_is_refused_before_anything_is_written(tmp_pat
         mbio.save({"w": np.zeros(2), key: np.ones(1)}, path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.npz"]
+
+
+# --- found by probing the promises with inputs the suite did not use -------------------
+
+
+@pytest.mark.parametrize("dtype", ["<U3", "|S2", "datetime64[D]", "timedelta64[s]", "|V4",
+                                   [("a", "<f8")]])
+def test_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path, dtype):
+    path = tmp_path / "good.npz"
+    mbio.save({"w": np.ones(2)}, path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=r"save: state_dict\['v'\] has dtype .*only numeric"):
+        mbio.save({"w": np.ones(2), "v": np.zeros(2, dtype=dtype)}, path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("key", ["a" * 65532, "é" * 40000])
+def test_a_key_longer_than_a_zip_name_is_refused_as_a_value_error(tmp_path, key):
+    path = tmp_path / "k.npz"
+    with pytest.raises(ValueError, match="save: state_dict key .* bytes long"):
+        mbio.save({key: np.ones(1)}, path)
+    assert not path.exists()
+    mbio.save({"a" * 65531: np.ones(1)}, path)  # the longest that fits, with ".npy"
+    assert list(mbio.load(path)) == ["a" * 65531]
+
+
+def test_a_path_ending_in_a_slash_is_a_directory_as_for_open(tmp_path):
+    with pytest.raises(IsADirectoryError):
+        open(str(tmp_path / "new.npz") + "/", "wb")
+    with pytest.raises(IsADirectoryError, match="save: .* ends with a path separator"):
+        mbio.save({"w": np.ones(2)}, str(tmp_path / "new.npz") + "/")
+    assert list(tmp_path.iterdir()) == []
