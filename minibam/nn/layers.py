@@ -109,7 +109,8 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         self.num_features = checked_int(num_features, "num_features", name)
-        check_fits(name, "each parameter", (self.num_features,), 8, " (num_features)")
+        # copies=5: weight, bias, the two running statistics and a temporary while copying
+        check_fits(name, "each parameter", (self.num_features,), 8, " (num_features)", copies=5)
         for arg, value in (("eps", eps), ("momentum", momentum)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
                 raise TypeError(f"{name}: {arg} must be a real number, got {value!r}")

@@ -109,18 +109,24 @@ def available_memory() -> int:
 def address_space_left() -> int | None:
     """Bytes the process may still map under its address-space and data limits (the
     soft limit minus what is mapped now, /proc/self/status), or None with no limit."""
+    rooms = _limits_left()
+    return min(rooms)[0] if rooms else None
+
+
+def _limits_left() -> list[tuple[int, str]]:
+    """(bytes left, the ulimit option) for each limit that is set."""
     try:
         import resource
     except ImportError:  # Windows: no such limits
-        return None
+        return []
     status = _status_kib()
-    room = None
-    for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+    rooms = []
+    for limit, field, option in ((resource.RLIMIT_AS, "VmSize", "-v"),
+                                 (resource.RLIMIT_DATA, "VmData", "-d")):
         soft = resource.getrlimit(limit)[0]
         if soft != resource.RLIM_INFINITY:
-            left = max(soft - status.get(field, 0) * 1024, 0)
-            room = left if room is None else min(room, left)
-    return room
+            rooms.append((max(soft - status.get(field, 0) * 1024, 0), option))
+    return rooms
 
 
 def _status_kib() -> dict[str, int]:
@@ -140,9 +146,10 @@ def _status_kib() -> dict[str, int]:
 
 def describe_limit(limit: int) -> str:
     """``limit`` for a message, naming the address-space limit when that is what binds."""
-    room = address_space_left()
-    if room is not None and room <= limit:
-        return f"the {limit / 2**30:.3g} GiB that the address-space limit (ulimit -v) leaves"
+    rooms = _limits_left()
+    if rooms and min(rooms)[0] <= limit:
+        kind = {"-v": "address-space", "-d": "data-size"}[min(rooms)[1]]
+        return f"the {limit / 2**30:.3g} GiB that the {kind} limit (ulimit {min(rooms)[1]}) leaves"
     return f"the {limit / 2**30:.3g} GiB of memory available"
 
 
