@@ -280,3 +280,22 @@ def _torch_twin(opt, params):
     if isinstance(opt, optim.Adam):
         return torch.optim.Adam(params, **opt.defaults)
     return torch.optim.SGD(params, **opt.defaults)
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [(np.ones(2), ValueError, r"params\[1\]\.grad has shape \(2,\), expected the parameter's \(3,\)"),
+     (np.ones((3, 1)), ValueError, r"params\[1\]\.grad has shape \(3, 1\)"),
+     (np.array(["a", "b", "c"]), TypeError, r"params\[1\]\.grad must hold real numbers.*<U1"),
+     (np.ones(3, complex), TypeError, r"params\[1\]\.grad must hold real numbers.*complex"),
+     ("abc", TypeError, r"params\[1\]\.grad must be an array")],
+)
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.1)], ids=["sgd", "adam"])
+def test_a_bad_gradient_is_refused_naming_it_before_any_parameter_moves(make, bad, error, match):
+    params = [mb.Tensor(np.ones(2), requires_grad=True), mb.Tensor(np.ones(3), requires_grad=True)]
+    opt = make(params)
+    params[0].grad, params[1].grad = np.ones(2), bad
+    with pytest.raises(error, match=f"{type(opt).__name__}.step: " + match):
+        opt.step()
+    assert all((p.data == 1).all() for p in params) and opt.state == [{}, {}]

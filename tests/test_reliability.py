@@ -421,3 +421,18 @@ def test_reference_that_cannot_fit_under_an_address_space_limit_is_one_line_and_
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "address-space limit" in result.stderr
     assert "Traceback" not in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(2, 8, 0, 3), (2, 8, 3, 0)])
+def test_cbam_by_hand_refuses_an_empty_plane_as_the_module_does(shape, training):
+    # It gave NumPy's "Mean of empty slice" warning (an error under -W error) and nan.
+    cbam = nn.CBAM(8, reduction_ratio=4)
+    with pytest.raises(ValueError, match="global_avg_pool2d: cannot pool over an empty H x W"):
+        cbam.train(training)(_t(shape))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"cbam_forward: x has an empty H x W plane"):
+            manual.cbam_forward(np.zeros(shape), cbam.state_dict(), training=training)

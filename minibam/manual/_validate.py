@@ -37,9 +37,6 @@ def check_bam_inputs(x: object, params: object, variant: object, training: objec
     _check_flags_and_eps(fn, training, eps)
     F = _check_x(fn, x, params, "BAM")
     N, C, H, W = F.shape
-    if H == 0 or W == 0:
-        raise ValueError(f"{fn}: x has an empty H x W plane (shape {F.shape}); the channel "
-                         f"branch averages over it")
     # The dilated convolutions' columns: 9 copies of the padded reduced map.
     cols = 9 * N * C * (H + 2 * dilation_val) * (W + 2 * dilation_val) * F.dtype.itemsize
     if cols > memory_limit():
@@ -124,6 +121,9 @@ def _check_x(fn: str, x: object, params: object, module: str) -> np.ndarray:
     F = real_array(x, "x", fn)
     if F.ndim != 4:
         raise ValueError(f"{fn}: x must be 4-D (N, C, H, W), got shape {F.shape}")
+    if F.shape[2] == 0 or F.shape[3] == 0:
+        raise ValueError(f"{fn}: x has an empty H x W plane (shape {F.shape}); the channel "
+                         f"branch pools over it")
     return F
 
 
