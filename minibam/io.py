@@ -12,6 +12,7 @@ written, and reading one fails instead of running code (``allow_pickle=False``).
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import zipfile
@@ -244,6 +245,12 @@ def _check_path(path: Any, fn: str, method: str) -> None:
             f"{fn}: path must be a file name (str or os.PathLike) or an open binary file, "
             f"got {type(path).__name__}"
         )
+    if isinstance(path, io.TextIOBase):
+        raise TypeError(f"{fn}: {path!r} is open in text mode; a checkpoint is binary (open "
+                        f"it with {'wb' if method == 'write' else 'rb'!r})")
+    able = getattr(path, {"read": "readable", "write": "writable"}[method], None)
+    if callable(able) and not able():  # an open file, in the wrong mode
+        raise ValueError(f"{fn}: {path!r} is not open for {'reading' if method == 'read' else 'writing'}")
     if isinstance(path, (str, bytes)) and not path:
         raise ValueError(f"{fn}: path is empty")
     if isinstance(path, (str, bytes)) and ("\0" in path if isinstance(path, str) else b"\0" in path):

@@ -271,3 +271,17 @@ def test_a_path_ending_in_a_slash_is_a_directory_as_for_open(tmp_path):
     with pytest.raises(IsADirectoryError, match="save: .* ends with a path separator"):
         mbio.save({"w": np.ones(2)}, str(tmp_path / "new.npz") + "/")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_open_file_of_the_wrong_kind_is_refused_naming_the_function(tmp_path):
+    path = tmp_path / "good.npz"
+    mbio.save({"w": np.ones(2)}, path)
+    with open(tmp_path / "t.npz", "w") as text, pytest.raises(TypeError, match="save: .*text mode"):
+        mbio.save({"w": np.ones(2)}, text)
+    with open(path) as text, pytest.raises(TypeError, match="load: .*text mode"):
+        mbio.load(text)
+    with open(path, "rb") as reading, pytest.raises(ValueError, match="save: .*not open for writing"):
+        mbio.save({"w": np.ones(2)}, reading)
+    with open(path, "ab") as writing, pytest.raises(ValueError, match="load: .*not open for reading"):
+        mbio.load(writing)
+    assert list(mbio.load(path)) == ["w"]
