@@ -80,8 +80,10 @@ class Optimizer:
         for p in self.params:
             if set_to_none or p.grad is None:
                 p.grad = None
-            else:
-                p.grad[...] = 0
+            elif isinstance(p.grad, np.ndarray) and p.grad.flags.writeable:
+                p.grad[...] = 0  # in place, as PyTorch's grad.zero_()
+            else:  # a 0-d gradient is a NumPy scalar; a read-only one cannot be zeroed
+                p.grad = np.zeros(p.shape, dtype=p.dtype)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a gradient.

@@ -299,3 +299,14 @@ def test_a_bad_gradient_is_refused_naming_it_before_any_parameter_moves(make, ba
     with pytest.raises(error, match=f"{type(opt).__name__}.step: " + match):
         opt.step()
     assert all((p.data == 1).all() for p in params) and opt.state == [{}, {}]
+
+
+def test_zero_grad_keeping_arrays_works_for_a_scalar_parameter_and_a_read_only_grad():
+    p = mb.Tensor(2.0, requires_grad=True)
+    (p * p).backward()  # a 0-d parameter's gradient
+    q = mb.Tensor(np.ones(3), requires_grad=True)
+    q.grad = np.broadcast_to(np.ones(1), (3,))  # read-only, as a user might set it
+    opt = optim.SGD([p, q], lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    assert np.shape(p.grad) == () and p.grad == 0
+    assert q.grad.shape == (3,) and not q.grad.any()
