@@ -425,3 +425,18 @@ def test_a_new_file_follows_the_umask_of_the_moment_it_is_written(tmp_path):
     assert result.returncode == 0, result.stderr
     assert os.stat(tmp_path / "private.npz").st_mode & 0o777 == 0o600
     assert os.stat(tmp_path / "shared.npz").st_mode & 0o777 == 0o664
+
+
+def test_the_umask_fallback_without_proc_reads_it_and_puts_it_back(monkeypatch):
+    from minibam import _atomic
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(_atomic, "open", no_proc, raising=False)
+    previous = os.umask(0o027)
+    try:
+        assert _atomic.current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # left as it was
+    finally:
+        os.umask(previous)
