@@ -285,3 +285,17 @@ def test_an_open_file_of_the_wrong_kind_is_refused_naming_the_function(tmp_path)
     with open(path, "ab") as writing, pytest.raises(ValueError, match="load: .*not open for reading"):
         mbio.load(writing)
     assert list(mbio.load(path)) == ["w"]
+
+
+def test_read_arrays_names_the_calling_command_and_the_kind_of_file(tmp_path):
+    import os
+
+    garbage = tmp_path / "case.npz"
+    garbage.write_bytes(b"not a zip" * 10)
+    with pytest.raises(ValueError, match=r"^compare: .*case.npz' is not a minibam reference case"):
+        mbio.read_arrays(garbage, what="reference case", who="compare")
+    os.mkfifo(tmp_path / "pipe.npz")
+    with pytest.raises(ValueError, match=r"^compare: .*pipe.npz' is not a regular file \(a FIFO\); a reference case"):
+        mbio.read_arrays(tmp_path / "pipe.npz", what="reference case", who="compare")
+    np.savez(tmp_path / "plain.npz", x=np.ones(2))  # no marker needed: read_arrays reads any .npz
+    assert list(mbio.read_arrays(tmp_path / "plain.npz", who="compare")) == ["x"]
