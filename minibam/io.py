@@ -12,7 +12,9 @@ written, and reading one fails instead of running code (``allow_pickle=False``).
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import zipfile
 from collections.abc import Mapping
 from typing import IO, Any
@@ -27,16 +29,19 @@ __all__ = ["FORMAT_VERSION", "MARKER", "load", "read_arrays", "save"]
 
 MARKER = "__minibam__"
 FORMAT_VERSION = 1
+_MAX_NAME_BYTES = 0xFFFF  # a zip stores a member's name length in 16 bits
 
 PathLike = str | os.PathLike | IO[bytes]
 
 
 def _as_array(key: str, value: Any) -> np.ndarray:
     array = value.data if isinstance(value, Tensor) else np.asarray(value)
-    if array.dtype.hasobject:
+    # What load reads, and nothing else: a string, date or structured array would make
+    # a file that load refuses, and it would replace a good checkpoint.
+    if array.dtype.kind not in _NUMERIC_KINDS or array.dtype.fields is not None:
         raise TypeError(
-            f"save: state_dict[{key!r}] has dtype {array.dtype}; only numeric arrays can "
-            f"be saved (a checkpoint never contains pickled objects)"
+            f"save: state_dict[{key!r}] has dtype {array.dtype}; only numeric arrays (bool, "
+            f"integer, float, complex) can be saved (a checkpoint never contains pickled objects)"
         )
     return array
 
@@ -60,6 +65,7 @@ def save(state_dict: Mapping[str, Any], path: PathLike) -> None:
             raise TypeError(f"save: state_dict keys must be str, got {key!r}")
         if key == MARKER:
             raise ValueError(f"save: the key {MARKER!r} is reserved for the file format")
+        _check_key(key)
         arrays[key] = _as_array(key, value)
     # zipfile directly rather than np.savez(path, **arrays): a key named "file" or
     # "allow_pickle" would collide with np.savez's own arguments.
@@ -67,8 +73,30 @@ def save(state_dict: Mapping[str, Any], path: PathLike) -> None:
     if hasattr(path, "write"):  # an open binary file: the caller owns its fate
         _write_npz(path, arrays)
         return
-    with atomic_write(os.fsdecode(path)) as handle:
+    with atomic_write(os.fsdecode(path), who="save") as handle:
         _write_npz(handle, arrays)
+
+
+def _check_key(key: str) -> None:
+    """Refuse, before anything is written, a key that no zip member name can hold: the
+    zip would cut the name at a NUL, and cannot encode a lone surrogate at all."""
+    if "\0" in key:
+        raise ValueError(
+            f"save: state_dict key {key!r} contains a NUL character, which a file name "
+            f"inside the .npz cannot hold"
+        )
+    try:
+        size = len(key.encode("utf-8")) + len(".npy")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"save: state_dict key {key!r} is not valid Unicode text (it holds a lone "
+            f"surrogate), so it cannot name a member of the .npz"
+        ) from None
+    if size > _MAX_NAME_BYTES:
+        raise ValueError(
+            f"save: state_dict key {key[:40]!r}... is {size - 4} bytes long in UTF-8; a name "
+            f"inside the .npz holds at most {_MAX_NAME_BYTES - 4} (plus '.npy')"
+        )
 
 
 def _write_npz(handle: IO[bytes], arrays: Mapping[str, np.ndarray]) -> None:
@@ -112,7 +140,7 @@ SLACK_BYTES = 1 << 20
 _NUMERIC_KINDS = "biufc"
 
 
-def read_arrays(path: PathLike, what: str = "checkpoint") -> dict[str, np.ndarray]:
+def read_arrays(path: PathLike, what: str = "checkpoint", who: str = "load") -> dict[str, np.ndarray]:
     """The one checked reader of ``.npz`` files: every member as an array, in order.
 
     Reads only ``.npy`` members of numeric dtypes with a valid header, and refuses with
@@ -121,18 +149,26 @@ def read_arrays(path: PathLike, what: str = "checkpoint") -> dict[str, np.ndarra
     archive or would need more than ``MAX_EXPANSION`` times the file's size (plus
     ``SLACK_BYTES``) in all. Each declared size is checked before anything is allocated,
     so memory stays within that bound whatever the file claims. Never unpickles.
+    Anything but a regular file (a device, a FIFO, a socket) is refused from its type,
+    before a byte is read. ``what`` names the kind of file and ``who`` the caller in
+    the messages ("compare: 'case.npz' is not a minibam reference case ...").
     """
-    _check_path(path, "load", "read")
-    if not hasattr(path, "read"):
-        path = os.fsdecode(path)
-        if os.path.isdir(path):
-            raise IsADirectoryError(f"load: {path!r} is a directory, not a file")
+    _check_path(path, who, "read")
+    if hasattr(path, "read"):  # an open file: the caller owns it and closes it
+        mode = _mode_of(path)
+        if mode is not None:
+            _require_regular(mode, path, what, who)
+        return _read_npz(path, path, what, who)
+    path = os.fsdecode(path)
+    with _open_regular(path, what, who) as handle:
+        return _read_npz(handle, path, what, who)
+
+
+def _read_npz(handle: IO[bytes], path: PathLike, what: str, who: str) -> dict[str, np.ndarray]:
     try:
-        zf = zipfile.ZipFile(path)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
+        zf = zipfile.ZipFile(handle)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
-        raise ValueError(f"load: {path!r} is not a minibam {what} ({_kind_of(path)})") from error
+        raise ValueError(f"{who}: {path!r} is not a minibam {what} ({_kind_of(handle)})") from error
     with zf:
         fp = zf.fp
         size = fp.seek(0, os.SEEK_END) if fp is not None else 0
@@ -142,23 +178,65 @@ def read_arrays(path: PathLike, what: str = "checkpoint") -> dict[str, np.ndarra
             member = info.filename
             if not member.endswith(".npy") or info.is_dir():
                 raise ValueError(
-                    f"load: {path!r}: member {member!r} is not an .npy array; a {what} holds "
+                    f"{who}: {path!r}: member {member!r} is not an .npy array; a {what} holds "
                     f".npy members only"
                 )
             key = member[: -len(".npy")]
             if key in arrays:
-                raise ValueError(f"load: {path!r}: member {member!r} appears twice")
+                raise ValueError(f"{who}: {path!r}: member {member!r} appears twice")
             try:
                 arrays[key] = _read_member(zf, info, budget)
             except _Refused as refusal:
-                raise ValueError(f"load: {path!r}: member {member!r} {refusal}") from None
+                raise ValueError(f"{who}: {path!r}: member {member!r} {refusal}") from None
             except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
                     ValueError, zlib_error) as error:
                 raise ValueError(
-                    f"load: {path!r} is a corrupt {what}: member {member!r}: {error}"
+                    f"{who}: {path!r} is a corrupt {what}: member {member!r}: {error}"
                 ) from None
             budget -= arrays[key].nbytes
     return arrays
+
+
+_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _require_regular(mode: int, path: PathLike, what: str, who: str) -> None:
+    """Refuse anything but a regular file from its type (``st_mode``) alone, before a
+    byte is read: a device such as /dev/zero never ends, and a FIFO waits for a writer."""
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{who}: {path!r} is a directory, not a file")
+    for test, kind in _KINDS:
+        if test(mode):
+            raise ValueError(
+                f"{who}: {path!r} is not a regular file ({kind}); a {what} is a regular file"
+            )
+
+
+def _mode_of(handle: IO[bytes]) -> int | None:
+    """The type and mode of an open file, or None for one in memory (``io.BytesIO``)."""
+    try:
+        return os.fstat(handle.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _open_regular(path: str, what: str, who: str) -> IO[bytes]:
+    """``path`` opened for reading, refused unless it is a regular file (or a directory:
+    ``IsADirectoryError``). ``os.stat`` first, which never blocks; then the open itself
+    is non-blocking, so a FIFO put in the file's place meanwhile cannot hang it, and
+    the type is checked again on what was opened."""
+    _require_regular(os.stat(path).st_mode, path, what, who)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblocking | getattr(os, "O_BINARY", 0))
+    try:
+        _require_regular(os.fstat(fd).st_mode, path, what, who)
+        if nonblocking:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _check_path(path: Any, fn: str, method: str) -> None:
@@ -167,6 +245,12 @@ def _check_path(path: Any, fn: str, method: str) -> None:
             f"{fn}: path must be a file name (str or os.PathLike) or an open binary file, "
             f"got {type(path).__name__}"
         )
+    if isinstance(path, io.TextIOBase):
+        raise TypeError(f"{fn}: {path!r} is open in text mode; a checkpoint is binary (open "
+                        f"it with {'wb' if method == 'write' else 'rb'!r})")
+    able = getattr(path, {"read": "readable", "write": "writable"}[method], None)
+    if callable(able) and not able():  # an open file, in the wrong mode
+        raise ValueError(f"{fn}: {path!r} is not open for {'reading' if method == 'read' else 'writing'}")
     if isinstance(path, (str, bytes)) and not path:
         raise ValueError(f"{fn}: path is empty")
     if isinstance(path, (str, bytes)) and ("\0" in path if isinstance(path, str) else b"\0" in path):
@@ -193,6 +277,8 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.
             )
         if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
             raise _Refused(f"has dtype {dtype}; only numeric arrays can be loaded")
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in shape):
+            raise _Refused(f"declares shape {shape}, which is not a list of sizes (integers >= 0)")
         count = 1
         for n in shape:
             count *= n
@@ -221,14 +307,12 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.
     return array.reshape(shape, order="F" if fortran else "C")
 
 
-def _kind_of(path: PathLike) -> str:
+def _kind_of(handle: IO[bytes]) -> str:
     """A short reason why a file is not a zip, for the error message."""
     try:
-        if hasattr(path, "read"):
-            return "not an .npz archive"
-        with open(path, "rb") as handle:
-            magic = handle.read(6)
-    except OSError:
+        handle.seek(0)
+        magic = handle.read(6)
+    except (OSError, ValueError):
         return "unreadable"
     if magic == b"\x93NUMPY":
         return "a single .npy array, not an .npz archive"

@@ -80,8 +80,10 @@ class Optimizer:
         for p in self.params:
             if set_to_none or p.grad is None:
                 p.grad = None
-            else:
-                p.grad[...] = 0
+            elif isinstance(p.grad, np.ndarray) and p.grad.flags.writeable:
+                p.grad[...] = 0  # in place, as PyTorch's grad.zero_()
+            else:  # a 0-d gradient is a NumPy scalar; a read-only one cannot be zeroed
+                p.grad = np.zeros(p.shape, dtype=p.dtype)
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """One update of every parameter that has a gradient.
@@ -92,10 +94,27 @@ class Optimizer:
         loss = None
         if closure is not None:
             loss = closure()
-        for p, state in zip(self.params, self.state, strict=True):
-            if p.grad is not None:
-                self._update(p, p.grad, state)
+        # Every gradient is checked before any parameter moves: nothing half-done.
+        grads = [None if p.grad is None else self._checked_grad(i, p) for i, p in enumerate(self.params)]
+        # inf and nan gradients give inf and nan parameters silently, as in PyTorch and
+        # every op (docs/guarantees.md, "Warnings: none for inf and nan").
+        with np.errstate(all="ignore"):
+            for p, grad, state in zip(self.params, grads, self.state, strict=True):
+                if grad is not None:
+                    self._update(p, grad, state)
         return loss
+
+    def _checked_grad(self, i: int, p: Tensor) -> np.ndarray:
+        """``p.grad`` (set by backward, or by hand) as an array of real numbers of p's shape."""
+        where = f"{type(self).__name__}.step: params[{i}].grad"
+        if not isinstance(p.grad, (np.ndarray, np.generic)):
+            raise TypeError(f"{where} must be an array, got {type(p.grad).__name__}")
+        grad = np.asarray(p.grad)
+        if grad.dtype.kind not in "biuf":
+            raise TypeError(f"{where} must hold real numbers, got dtype {grad.dtype}")
+        if grad.shape != p.shape:
+            raise ValueError(f"{where} has shape {grad.shape}, expected the parameter's {p.shape}")
+        return grad
 
     def _update(self, p: Tensor, grad: np.ndarray, state: dict[str, Any]) -> None:
         raise NotImplementedError

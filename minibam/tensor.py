@@ -24,7 +24,12 @@ def as_float_array(data: Any, copy: bool = True) -> np.ndarray:
     """``data`` as a float32 or float64 array; other real dtypes become float64."""
     if isinstance(data, Tensor):
         data = data.data
-    array = np.array(data, copy=copy) if copy else np.asarray(data)
+    try:
+        array = np.array(data, copy=copy) if copy else np.asarray(data)
+    except ValueError as error:  # NumPy's "setting an array element with a sequence"
+        ragged = "inhomogeneous" in str(error)
+        what = "a ragged nested list (rows of different lengths)" if ragged else "not array-like"
+        raise ValueError(f"Tensor: data is {what}: {error}") from None
     if array.dtype in _FLOAT_DTYPES:
         return array
     if array.dtype.kind in "biuf":

@@ -310,3 +310,133 @@ def test_a_modest_compressed_archive_still_loads(tmp_path):
     loaded = mb.load(path)
     np.testing.assert_array_equal(loaded["w"], state["w"])
     np.testing.assert_array_equal(loaded["z"], state["z"])
+
+
+# --- Saving onto what is already there (issue 23, item 5) -----------------------------
+
+NOBODY = 65534
+
+_AS_ANOTHER_USER = """
+import os, sys
+import numpy as np
+import minibam as mb  # imported first: root's Python may not be readable by others
+if os.geteuid() == 0:  # root may write anything: drop to an ordinary user first
+    os.setgid(65534)
+    os.setuid(65534)
+path = sys.argv[1]
+for name, write in (("open", lambda: open(path, "wb")),
+                    ("save", lambda: mb.save({"w": np.zeros(2)}, path))):
+    try:
+        write()
+        print(name, "wrote")
+    except PermissionError:
+        print(name, "PermissionError")
+"""
+
+
+@pytest.fixture
+def shared_folder():
+    """A folder an ordinary user may write in (pytest's tmp_path is root's own)."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="minibam-")
+    os.chmod(folder, 0o777)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_a_read_only_checkpoint_is_refused_as_open_for_writing_refuses_it(shared_folder):
+    path = os.path.join(shared_folder, "frozen.npz")
+    mb.save(_state(), path)
+    if os.geteuid() == 0:
+        os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, 0o444)
+    before = open(path, "rb").read()
+    result = _run(_AS_ANOTHER_USER, path)
+    assert result.stdout.split("\n")[:2] == ["open PermissionError", "save PermissionError"], (
+        result.stdout + result.stderr)
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(shared_folder)) == ["frozen.npz"]
+
+
+def test_saving_through_a_symlink_writes_its_target_and_keeps_the_link(tmp_path):
+    real_folder = tmp_path / "store"
+    real_folder.mkdir()
+    target = real_folder / "model.npz"
+    mb.save(_state(), target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(os.path.relpath(target, tmp_path))
+    mb.save(_state(3.0), link)
+    assert link.is_symlink() and os.readlink(link) == os.path.relpath(target, tmp_path)
+    np.testing.assert_array_equal(mb.load(target)["b"], 3 * np.ones(3))
+    assert sorted(p.name for p in real_folder.iterdir()) == ["model.npz"]  # no temporary left
+    # A dangling link gets its target created, as open(link, "wb") would.
+    dangling = tmp_path / "next.npz"
+    dangling.symlink_to(real_folder / "new.npz")
+    mb.save(_state(), dangling)
+    assert dangling.is_symlink() and (real_folder / "new.npz").is_file()
+
+
+def test_saving_onto_a_fifo_is_refused_and_leaves_it(tmp_path):
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"save: .*pipe.npz' is not a regular file \(a FIFO\)"):
+        mb.save(_state(), fifo)
+    assert _only_the_target(tmp_path) == ["pipe.npz"]
+    import stat
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="only root may give a file to another user")
+def test_root_replacing_another_users_checkpoint_keeps_its_owner_and_mode(tmp_path):
+    path = tmp_path / "theirs.npz"
+    mb.save(_state(), path)
+    os.chown(path, NOBODY, NOBODY)
+    os.chmod(path, 0o600)
+    mb.save(_state(5.0), path)
+    info = os.stat(path)
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (NOBODY, NOBODY, 0o600)
+    np.testing.assert_array_equal(mb.load(path)["b"], 5 * np.ones(3))
+
+
+@pytest.mark.parametrize("length", [238, 250, 255])
+def test_the_longest_file_names_can_be_saved(tmp_path, length):
+    path = tmp_path / ("m" * (length - 4) + ".npz")
+    mb.save(_state(), path)
+    mb.save(_state(2.0), path)  # replacing works too
+    assert _only_the_target(tmp_path) == [path.name]
+
+
+def test_a_new_file_follows_the_umask_of_the_moment_it_is_written(tmp_path):
+    result = _run("""
+        import os, sys
+        import numpy as np
+        os.umask(0o022)
+        import minibam as mb
+        assert os.umask(0o022) == 0o022, "import minibam changed the umask"
+        os.umask(0o077)  # set after the import, as a notebook might
+        mb.save({"w": np.ones(2)}, sys.argv[1] + "/private.npz")
+        os.umask(0o002)
+        mb.save({"w": np.ones(2)}, sys.argv[1] + "/shared.npz")
+        assert os.umask(0o022) == 0o002, "mb.save changed the umask"
+        """, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert os.stat(tmp_path / "private.npz").st_mode & 0o777 == 0o600
+    assert os.stat(tmp_path / "shared.npz").st_mode & 0o777 == 0o664
+
+
+def test_the_umask_fallback_without_proc_reads_it_and_puts_it_back(monkeypatch):
+    from minibam import _atomic
+
+    def no_proc(*args, **kwargs):
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(_atomic, "open", no_proc, raising=False)
+    previous = os.umask(0o027)
+    try:
+        assert _atomic.current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # left as it was
+    finally:
+        os.umask(previous)

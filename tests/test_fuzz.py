@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 import minibam as mb
 from minibam import functional as F
 from minibam import manual, nn, optim
-from minibam.manual import bam as manual_bam
+from minibam.manual import _validate as manual_checks
 from minibam.ops import _checks
 
 EXAMPLES = settings().max_examples * 3  # 45 in the CI profile, 1200 in "thorough"
@@ -459,10 +459,10 @@ def _report(tmp_path_factory: Any):
     # Sizes are judged against 256 MiB instead of the free memory: a hostile size is then
     # refused by the same check (its message is what is tested) without this test ever
     # allocating gigabytes on a machine it shares.
-    real_limits = _checks.memory_limit, manual_bam._memory_limit
-    _checks.memory_limit = manual_bam._memory_limit = lambda: 256 << 20
+    real_limits = _checks.memory_limit, manual_checks.memory_limit
+    _checks.memory_limit = manual_checks.memory_limit = lambda: 256 << 20
     yield
-    _checks.memory_limit, manual_bam._memory_limit = real_limits
+    _checks.memory_limit, manual_checks.memory_limit = real_limits
     os.chdir(start)
     path = os.environ.get("MINIBAM_FUZZ_REPORT")
     if path:

@@ -226,3 +226,44 @@ def test_backward_rejects_wrong_dy_shape():
     _, cache = manual.bam_forward(x, _params())
     with pytest.raises(ValueError, match=r"dy has shape \(2, 4, 3\)"):
         manual.bam_backward(np.zeros((2, 4, 3)), cache)
+
+
+# --- the package a student reads (issue 20) --------------------------------------------
+
+
+def test_manual_exports_no_underscore_names_and_its_helpers_are_public():
+    assert not [name for name in manual.__all__ if name.startswith("_")]
+    assert not [name for name in dir(manual) if name.startswith("_") and not name.startswith("__")
+                and name not in ("_validate",)]
+    for name in ("linear_forward", "conv_backward", "bn_relu_backward", "sigmoid", "im2col"):
+        assert callable(getattr(manual, name)) and getattr(manual.layers, name) is getattr(manual, name)
+    assert manual.layout.bam_layers(8, 2, 1, "paper")[manual.FC_0]["weight"] == (2, 8)
+
+
+def test_bam_by_hand_is_mathematics_and_manual_imports_only_numpy():
+    import inspect
+    import sys
+
+    from minibam.manual import bam
+
+    source = inspect.getsource(bam)
+    # The checks live in manual/_validate.py: bam.py raises nothing about its arguments
+    # beyond the backward's cache and dy.
+    assert source.count("raise ") <= 2 and "def _check" not in source
+    assert len(source.splitlines()) <= 220  # one or two screens, docstring included
+    # Every module of the package imports NumPy, the standard library and itself only.
+    import ast
+    from pathlib import Path
+
+    for path in Path(bam.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert name.startswith("minibam.manual") or top == "numpy" or (
+                    top in sys.stdlib_module_names or top == "__future__"), (path.name, name)

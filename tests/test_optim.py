@@ -241,3 +241,72 @@ def test_params_validation():
     # Generators (model.parameters()) are consumed once and kept as a list.
     opt = optim.SGD((q for q in [p]), lr=0.1)
     assert opt.params == [p]
+
+
+NONFINITE_GRADS = [np.array([np.inf, -np.inf, np.nan, 1.0]), np.array([1e308, -1e308, 0.0, 1.0])]
+
+
+@pytest.mark.parametrize("grad", NONFINITE_GRADS, ids=["inf-nan", "overflowing"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+     lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True),
+     lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.5, weight_decay=0.01),
+     lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.Adam(ps, lr=0.1, weight_decay=0.01)],
+    ids=["sgd", "momentum", "nesterov-decay", "dampening-decay", "adam", "adam-decay"],
+)
+def test_inf_and_nan_gradients_are_silent_and_give_torchs_values(make, grad):
+    # The warning policy (docs/guarantees.md): inf and nan come back as values, silently,
+    # as in PyTorch, even under -W error.
+    start = np.array([1.0, 2.0, 3.0, 1e308])
+    ours = mb.Tensor(start, requires_grad=True)
+    theirs = torch.tensor(start, requires_grad=True)
+    opt = make([ours])
+    topt = _torch_twin(opt, [theirs])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(3):
+            ours.grad = grad.copy()
+            theirs.grad = torch.tensor(grad)
+            opt.step()
+            topt.step()
+    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-12, equal_nan=True)
+
+
+def _torch_twin(opt, params):
+    """The torch.optim optimizer with ``opt``'s hyper-parameters."""
+    if isinstance(opt, optim.Adam):
+        return torch.optim.Adam(params, **opt.defaults)
+    return torch.optim.SGD(params, **opt.defaults)
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [(np.ones(2), ValueError, r"params\[1\]\.grad has shape \(2,\), expected the parameter's \(3,\)"),
+     (np.ones((3, 1)), ValueError, r"params\[1\]\.grad has shape \(3, 1\)"),
+     (np.array(["a", "b", "c"]), TypeError, r"params\[1\]\.grad must hold real numbers.*<U1"),
+     (np.ones(3, complex), TypeError, r"params\[1\]\.grad must hold real numbers.*complex"),
+     ("abc", TypeError, r"params\[1\]\.grad must be an array")],
+)
+@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+                                  lambda ps: optim.Adam(ps, lr=0.1)], ids=["sgd", "adam"])
+def test_a_bad_gradient_is_refused_naming_it_before_any_parameter_moves(make, bad, error, match):
+    params = [mb.Tensor(np.ones(2), requires_grad=True), mb.Tensor(np.ones(3), requires_grad=True)]
+    opt = make(params)
+    params[0].grad, params[1].grad = np.ones(2), bad
+    with pytest.raises(error, match=f"{type(opt).__name__}.step: " + match):
+        opt.step()
+    assert all((p.data == 1).all() for p in params) and opt.state == [{}, {}]
+
+
+def test_zero_grad_keeping_arrays_works_for_a_scalar_parameter_and_a_read_only_grad():
+    p = mb.Tensor(2.0, requires_grad=True)
+    (p * p).backward()  # a 0-d parameter's gradient
+    q = mb.Tensor(np.ones(3), requires_grad=True)
+    q.grad = np.broadcast_to(np.ones(1), (3,))  # read-only, as a user might set it
+    opt = optim.SGD([p, q], lr=0.1)
+    opt.zero_grad(set_to_none=False)
+    assert np.shape(p.grad) == () and p.grad == 0
+    assert q.grad.shape == (3,) and not q.grad.any()

@@ -55,13 +55,13 @@ class ReferenceFileError(ValueError):
 def check_fits(config: Config, shape: tuple[int, int, int, int]) -> None:
     """``ValueError`` when one pass of ``config`` on ``shape`` could not fit in this
     machine's memory; nothing is built or allocated to find out."""
-    from minibam.ops._checks import memory_limit
+    from minibam.ops._checks import describe_limit, memory_limit
 
     needed = config.description.memory_elements(config, shape) * config.dtype.itemsize
     limit = memory_limit()
     if needed > limit:
         raise ValueError(f"{config.description.title} on ({','.join(map(str, shape))}) would need about "
-                         f"{needed / 2**30:.3g} GiB, more than the {limit / 2**30:.3g} GiB of memory available")
+                         f"{needed / 2**30:.3g} GiB, more than {describe_limit(limit)}")
 
 
 def case_arrays(module: Module, shape: tuple[int, ...], dtype: np.dtype, seed: int,

@@ -24,7 +24,7 @@ from minibam.exercises.core import (
 )
 from minibam.function import Context
 from minibam.gradcheck import numeric_gradient
-from minibam.manual.bam import _layer_shapes
+from minibam.manual.layout import bam_layers
 from minibam.ops.attention import BamCombine
 
 COMBINE_DOC = "derivations/bam.md#combining-the-branches"
@@ -130,7 +130,7 @@ def random_params(rng: np.random.Generator, channels: int, reduced: int, n_dilat
                   variant: str) -> dict[str, np.ndarray]:
     """Random weights and non-trivial batch-norm state for ``manual.bam_forward``."""
     params = {}
-    for layer, shapes in _layer_shapes(channels, reduced, n_dilated, variant).items():
+    for layer, shapes in bam_layers(channels, reduced, n_dilated, variant).items():
         is_bn = "running_var" in shapes
         for name, shape in shapes.items():
             if is_bn and name == "weight":
@@ -193,17 +193,17 @@ def _backward_with(dy: np.ndarray, cache: dict, residual: bool = True, channel_s
     else:
         dM_c = (ds * M_s).sum(axis=(2, 3))
         dM_s = (ds * M_c[:, :, None, None]).sum(axis=1, keepdims=True)
-    du_f = manual._bn_backward(dM_s, layers[manual.BN_S_FINAL], grads) if paper else dM_s  # noqa: SLF001
-    dg = manual._conv_backward(du_f, layers[manual.CONV_FINAL], grads)  # noqa: SLF001
+    du_f = manual.bn_backward(dM_s, layers[manual.BN_S_FINAL], grads) if paper else dM_s
+    dg = manual.conv_backward(du_f, layers[manual.CONV_FINAL], grads)
     for i in reversed(range(n)):
-        du = manual._bn_relu_backward(dg, layers[manual.bn_di(i)], grads)  # noqa: SLF001
-        dg = manual._conv_backward(du, layers[manual.conv_di(i)], grads)  # noqa: SLF001
-    du0 = manual._bn_relu_backward(dg, layers[manual.BN_REDUCE], grads)  # noqa: SLF001
-    dF = dF + manual._conv_backward(du0, layers[manual.CONV_REDUCE], grads)  # noqa: SLF001
-    dz1 = manual._bn_backward(dM_c, layers[manual.BN_C_FINAL], grads) if paper else dM_c  # noqa: SLF001
-    dh0 = manual._linear_backward(dz1, layers[manual.FC_FINAL], grads)  # noqa: SLF001
-    dz0 = manual._bn_relu_backward(dh0, layers[manual.BN_1], grads)  # noqa: SLF001
-    dF_c = manual._linear_backward(dz0, layers[manual.FC_0], grads)  # noqa: SLF001
+        du = manual.bn_relu_backward(dg, layers[manual.bn_di(i)], grads)
+        dg = manual.conv_backward(du, layers[manual.conv_di(i)], grads)
+    du0 = manual.bn_relu_backward(dg, layers[manual.BN_REDUCE], grads)
+    dF = dF + manual.conv_backward(du0, layers[manual.CONV_REDUCE], grads)
+    dz1 = manual.bn_backward(dM_c, layers[manual.BN_C_FINAL], grads) if paper else dM_c
+    dh0 = manual.linear_backward(dz1, layers[manual.FC_FINAL], grads)
+    dz0 = manual.bn_relu_backward(dh0, layers[manual.BN_1], grads)
+    dF_c = manual.linear_backward(dz0, layers[manual.FC_0], grads)
     H, W = F.shape[2:]
     if channel_share:
         dF = dF + dF_c[:, :, None, None] / (H * W if gap_divides else 1)

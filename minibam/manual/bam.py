@@ -6,8 +6,10 @@ r"""The whole BAM forward and backward pass by hand, in plain NumPy (cs231n styl
 No autograd and no minibam import: one page holds every derivative of the Bottleneck
 Attention Module (Park et al., 2018), in the paper's symbols, which are those of the
 site-wide symbol table (docs/symbols.md). ``params`` uses the
-``BAM.state_dict()`` names, so a checkpoint of ``minibam.nn.BAM`` (or of the authors'
-PyTorch code) can be fed in unchanged. Derivations: docs/derivations/bam.md.
+``BAM.state_dict()`` names (``layout.py``), so a checkpoint of ``minibam.nn.BAM`` (or of
+the authors' PyTorch code) can be fed in unchanged. The layers used below are in
+``layers.py``; the argument checks are kept apart in ``_validate.py``.
+Derivations: docs/derivations/bam.md.
 
 Symbols (paper, section 3; r is the reduction ratio, d the dilation, D the number of
 dilated convolutions). Linear layers work on rows, as in PyTorch: x (N, in), W (out, in),
@@ -33,44 +35,33 @@ the running statistics. The caller's arrays are never written to: the buffers af
 pass come back as new arrays in ``cache["running"]``.
 """
 
-import os
-
 import numpy as np
 
+from minibam.manual._validate import check_bam_inputs, real_array
 from minibam.manual.layers import (
-    _bn_backward,
-    _bn_forward,
-    _bn_relu_backward,
-    _bn_relu_forward,
-    _conv_backward,
-    _conv_forward,
-    _linear_backward,
-    _linear_forward,
-    _real_array,
-    _sigmoid,
+    bn_backward,
+    bn_forward,
+    bn_relu_backward,
+    bn_relu_forward,
+    conv_backward,
+    conv_forward,
+    linear_backward,
+    linear_forward,
+    sigmoid,
 )
-
-# Layer names of BAM.state_dict(): parameters are f"{layer}.weight" and f"{layer}.bias".
-FC_0 = "channel_att.gate_c.gate_c_fc_0"
-BN_1 = "channel_att.gate_c.gate_c_bn_1"
-FC_FINAL = "channel_att.gate_c.gate_c_fc_final"
-BN_C_FINAL = "channel_att.gate_c.gate_c_bn_final"
-CONV_REDUCE = "spatial_att.gate_s.gate_s_conv_reduce0"
-BN_REDUCE = "spatial_att.gate_s.gate_s_bn_reduce0"
-CONV_FINAL = "spatial_att.gate_s.gate_s_conv_final"
-BN_S_FINAL = "spatial_att.gate_s.gate_s_bn_final"
-BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-
-
-def conv_di(i: int) -> str:
-    """Name of the i-th dilated 3x3 convolution (i counts from 0)."""
-    return f"spatial_att.gate_s.gate_s_conv_di_{i}"
-
-
-def bn_di(i: int) -> str:
-    """Name of the batch norm after the i-th dilated convolution."""
-    return f"spatial_att.gate_s.gate_s_bn_di_{i}"
-
+from minibam.manual.layout import (
+    BN_1,
+    BN_C_FINAL,
+    BN_REDUCE,
+    BN_S_FINAL,
+    CONV_FINAL,
+    CONV_REDUCE,
+    FC_0,
+    FC_FINAL,
+    bam_param_names,
+    bn_di,
+    conv_di,
+)
 
 # --------------------------------------------------------------------------------------
 # The whole module
@@ -101,45 +92,45 @@ def bam_forward(
       ``num_batches_tracked + 1``); in eval, copies of the given ones.
       ``params.update(cache["running"])`` does what PyTorch does in place.
     """
-    F, n_dilated = _check_inputs(x, params, variant, training, dilation_val, eps)
+    F, n_dilated = check_bam_inputs(x, params, variant, training, dilation_val, eps)
     layers: dict[str, dict] = {}  # one small cache per layer, by layer name
     running: dict[str, np.ndarray] = {}
     paper = variant == "paper"
 
     # ---- channel branch: M_c = BN(ReLU(BN(AvgPool(F) W0^T + b0)) W1^T + b1) ---------
     F_c = F.mean(axis=(2, 3))  # a true global average: any H, W
-    z0, layers[FC_0] = _linear_forward(F_c, params, FC_0)
-    h0, layers[BN_1] = _bn_relu_forward(z0, params, BN_1, training, eps, running)
-    z1, layers[FC_FINAL] = _linear_forward(h0, params, FC_FINAL)
+    z0, layers[FC_0] = linear_forward(F_c, params, FC_0)
+    h0, layers[BN_1] = bn_relu_forward(z0, params, BN_1, training, eps, running)
+    z1, layers[FC_FINAL] = linear_forward(h0, params, FC_FINAL)
     if paper:
-        M_c, layers[BN_C_FINAL] = _bn_forward(z1, params, BN_C_FINAL, training, eps, running)
+        M_c, layers[BN_C_FINAL] = bn_forward(z1, params, BN_C_FINAL, training, eps, running)
     else:
         M_c = z1
 
     # ---- spatial branch: M_s = BN(f_final(g_D)), g_i = ReLU(BN(f_i(g_{i-1}))) --------
     # (u and g are overwritten layer by layer: each layer's cache keeps what it needs)
-    u0, layers[CONV_REDUCE] = _conv_forward(F, params, CONV_REDUCE, padding=0, dilation=1)
-    g, layers[BN_REDUCE] = _bn_relu_forward(u0, params, BN_REDUCE, training, eps, running)
+    u0, layers[CONV_REDUCE] = conv_forward(F, params, CONV_REDUCE, padding=0, dilation=1)
+    g, layers[BN_REDUCE] = bn_relu_forward(u0, params, BN_REDUCE, training, eps, running)
     for i in range(n_dilated):
-        u, layers[conv_di(i)] = _conv_forward(
+        u, layers[conv_di(i)] = conv_forward(
             g, params, conv_di(i), padding=dilation_val, dilation=dilation_val
         )
-        g, layers[bn_di(i)] = _bn_relu_forward(u, params, bn_di(i), training, eps, running)
-    u_f, layers[CONV_FINAL] = _conv_forward(g, params, CONV_FINAL, padding=0, dilation=1)
+        g, layers[bn_di(i)] = bn_relu_forward(u, params, bn_di(i), training, eps, running)
+    u_f, layers[CONV_FINAL] = conv_forward(g, params, CONV_FINAL, padding=0, dilation=1)
     if paper:
-        M_s, layers[BN_S_FINAL] = _bn_forward(u_f, params, BN_S_FINAL, training, eps, running)
+        M_s, layers[BN_S_FINAL] = bn_forward(u_f, params, BN_S_FINAL, training, eps, running)
     else:
         M_s = u_f
 
     # ---- combine: M = sigmoid(M_c (+ or *) M_s), y = F * (1 + M) ----------------------
     M_c4 = M_c[:, :, None, None]  # (N, C, 1, 1) against M_s (N, 1, H, W)
     a = M_c4 + M_s if paper else M_c4 * M_s
-    M = _sigmoid(a)
+    M = sigmoid(a)
     y = F * (1 + M)
 
     cache = {
         "variant": variant, "n_dilated": n_dilated, "F": F, "M_c": M_c, "M_s": M_s, "M": M,
-        "layers": layers, "running": running, "param_names": _param_names(n_dilated, variant),
+        "layers": layers, "running": running, "param_names": bam_param_names(n_dilated, variant),
     }
     return y, cache
 
@@ -161,7 +152,7 @@ def bam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
         )
     F, M, M_c, M_s = cache["F"], cache["M"], cache["M_c"], cache["M_s"]
     layers, n_dilated, paper = cache["layers"], cache["n_dilated"], cache["variant"] == "paper"
-    dy = _real_array(dy, "dy", "bam_backward")
+    dy = real_array(dy, "dy", "bam_backward")
     if dy.shape != F.shape:
         raise ValueError(f"bam_backward: dy has shape {dy.shape}, expected y's shape {F.shape}")
     grads: dict[str, np.ndarray] = {}
@@ -184,156 +175,31 @@ def bam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     # M_s = BN(u_f) (paper):  dL/du_f = lambda (dx_hat - mean dx_hat - x_hat mean(dx_hat x_hat)),
     # lambda = inv_std = (v + eps)^(-1/2), dx_hat = gamma dL/dM_s, means over n, h, w
     # (training; eval: lambda dx_hat)
-    du_f = _bn_backward(dM_s, layers[BN_S_FINAL], grads) if paper else dM_s
+    du_f = bn_backward(dM_s, layers[BN_S_FINAL], grads) if paper else dM_s
     # u_f = f_final(g_D), 1x1:  dL/dg_D = W_final^T dL/du_f at every pixel (col2im is a reshape),
     # dL/dW_final = sum over n and pixels of dL/du_f g_D^T
-    dg = _conv_backward(du_f, layers[CONV_FINAL], grads)
+    dg = conv_backward(du_f, layers[CONV_FINAL], grads)
     for i in reversed(range(n_dilated)):  # layer i holds f_{i+1}: u_{i+1} = f_{i+1}(g_i)
         # g_{i+1} = ReLU(BN(u_{i+1})):  dL/du_{i+1} = BN'(dL/dg_{i+1} * [BN(u_{i+1}) > 0])
-        du = _bn_relu_backward(dg, layers[bn_di(i)], grads)
+        du = bn_relu_backward(dg, layers[bn_di(i)], grads)
         # u_{i+1} = f_{i+1}(g_i), a dilated 3x3 convolution:  dL/dg_i = col2im(W^T dL/du_{i+1})
-        dg = _conv_backward(du, layers[conv_di(i)], grads)
+        dg = conv_backward(du, layers[conv_di(i)], grads)
     # g0 = ReLU(BN(u0)):  dL/du0 = BN'(dL/dg0 * [BN(u0) > 0])
-    du0 = _bn_relu_backward(dg, layers[BN_REDUCE], grads)
+    du0 = bn_relu_backward(dg, layers[BN_REDUCE], grads)
     # u0 = f0(F), 1x1:  the spatial branch's share of dL/dF
-    dF += _conv_backward(du0, layers[CONV_REDUCE], grads)
+    dF += conv_backward(du0, layers[CONV_REDUCE], grads)
 
     # ---- channel branch, last layer first -------------------------------------------
     # M_c = BN(z1) (paper): the same batch-norm backward, means over the batch axis only
-    dz1 = _bn_backward(dM_c, layers[BN_C_FINAL], grads) if paper else dM_c
+    dz1 = bn_backward(dM_c, layers[BN_C_FINAL], grads) if paper else dM_c
     # z1 = h0 W1^T + b1 (rows):  dL/dh0 = dL/dz1 W1,  dL/dW1 = dL/dz1^T h0,  dL/db1 = sum_n dL/dz1
-    dh0 = _linear_backward(dz1, layers[FC_FINAL], grads)
+    dh0 = linear_backward(dz1, layers[FC_FINAL], grads)
     # h0 = ReLU(BN(z0)):  dL/dz0 = BN'(dL/dh0 * [BN(z0) > 0])
-    dz0 = _bn_relu_backward(dh0, layers[BN_1], grads)
+    dz0 = bn_relu_backward(dh0, layers[BN_1], grads)
     # z0 = F_c W0^T + b0:  dL/dF_c = dL/dz0 W0,  dL/dW0 = dL/dz0^T F_c
-    dF_c = _linear_backward(dz0, layers[FC_0], grads)
+    dF_c = linear_backward(dz0, layers[FC_0], grads)
     # F_c = mean_{h,w} F:  every pixel gets dL/dF_c / (H W)
     H, W = F.shape[2:]
     dF += dF_c[:, :, None, None] / (H * W)
 
     return {"x": dF, **{name: grads[name] for name in cache["param_names"]}}
-
-
-# --------------------------------------------------------------------------------------
-# The parameter layout, and checks that fail before NumPy does
-# --------------------------------------------------------------------------------------
-
-
-def _layer_shapes(C: int, Cr: int, n: int, variant: str) -> dict[str, dict[str, tuple]]:
-    """Every layer of BAM in state_dict order, with the shapes of its parameters."""
-    def linear(o: int, i: int) -> dict[str, tuple]:
-        return {"weight": (o, i), "bias": (o,)}
-
-    def conv(o: int, i: int, k: int) -> dict[str, tuple]:
-        return {"weight": (o, i, k, k), "bias": (o,)}
-
-    def bn(c: int) -> dict[str, tuple]:
-        return {"weight": (c,), "bias": (c,), "running_mean": (c,), "running_var": (c,)}
-
-    layers = {FC_0: linear(Cr, C), BN_1: bn(Cr), FC_FINAL: linear(C, Cr)}
-    if variant == "paper":
-        layers[BN_C_FINAL] = bn(C)
-    layers |= {CONV_REDUCE: conv(Cr, C, 1), BN_REDUCE: bn(Cr)}
-    for i in range(n):
-        layers |= {conv_di(i): conv(Cr, Cr, 3), bn_di(i): bn(Cr)}
-    layers[CONV_FINAL] = conv(1, Cr, 1)
-    if variant == "paper":
-        layers[BN_S_FINAL] = bn(1)
-    return layers
-
-
-def _param_names(n: int, variant: str) -> list[str]:
-    """The weight and bias names, in state_dict order (shapes do not matter here)."""
-    return [
-        f"{layer}.{p}" for layer in _layer_shapes(1, 1, n, variant) for p in ("weight", "bias")
-    ]
-
-
-def _check_inputs(
-    x: np.ndarray, params: dict, variant: str, training: bool, dilation_val: int, eps: float
-) -> tuple[np.ndarray, int]:
-    """Validate everything up front, as ``F.batch_norm`` and ``nn.BAM`` do; return x as a
-    float array and n, the dilated-conv count."""
-    if not isinstance(variant, str) or variant not in ("paper", "official"):
-        raise ValueError(f"bam_forward: variant must be 'paper' or 'official', got {variant!r}")
-    if isinstance(dilation_val, (bool, np.bool_)) or not isinstance(dilation_val, (int, np.integer)):
-        raise TypeError(f"bam_forward: dilation_val must be an int, got {dilation_val!r}")
-    if dilation_val < 1:
-        raise ValueError(f"bam_forward: dilation_val must be >= 1, got {dilation_val!r}")
-    if not isinstance(training, (bool, np.bool_)):
-        raise TypeError(f"bam_forward: training must be a bool, got {training!r}")
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
-        raise TypeError(f"bam_forward: eps must be a real number, got {eps!r}")
-    if not (eps > 0 if training else eps >= 0) or eps == np.inf:
-        kind = "positive during training" if training else "non-negative"
-        raise ValueError(f"bam_forward: eps must be {kind} and finite, got {eps!r}")
-    if not isinstance(params, dict):
-        raise TypeError(
-            f"bam_forward: params must be a dict of BAM.state_dict() names to arrays, "
-            f"got {type(params).__name__}"
-        )
-    F = _real_array(x, "x", "bam_forward")
-    if F.ndim != 4:
-        raise ValueError(f"bam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
-    N, C, H, W = F.shape
-    if H == 0 or W == 0:
-        raise ValueError(f"bam_forward: x has an empty H x W plane (shape {F.shape}); the "
-                         f"channel branch averages over it")
-    # The dilated convolutions' columns: 9 copies of the padded reduced map.
-    cols = 9 * N * C * (H + 2 * dilation_val) * (W + 2 * dilation_val) * F.dtype.itemsize
-    if cols > _memory_limit():
-        raise ValueError(
-            f"bam_forward: dilation_val={dilation_val} on x of shape {F.shape} would need "
-            f"{cols / 2**30:.3g} GiB for the dilated convolutions, more than the memory available"
-        )
-    if training and N < 2:
-        raise ValueError(
-            f"bam_forward: training needs a batch of at least 2 (batch statistics of the "
-            f"channel branch are undefined for N = 1), got x of shape {F.shape}"
-        )
-
-    n = 0
-    while f"{conv_di(n)}.weight" in params:
-        n += 1
-    w0_name = f"{FC_0}.weight"
-    if w0_name not in params or np.ndim(params[w0_name]) != 2:
-        shape = np.shape(params[w0_name]) if w0_name in params else "missing"
-        raise ValueError(f"bam_forward: params[{w0_name!r}] must be a (C/r, C) array, got {shape}")
-    Cr, C_params = np.shape(params[w0_name])
-    if C_params != C:
-        raise ValueError(
-            f"bam_forward: x has {C} channels but params are for gate_channel = {C_params} "
-            f"({w0_name} has shape {(Cr, C_params)})"
-        )
-
-    layers = _layer_shapes(C, Cr, n, variant)
-    expected = {f"{layer}.{p}": shape for layer, ps in layers.items() for p, shape in ps.items()}
-    optional = {f"{name}.num_batches_tracked" for name, ps in layers.items() if "running_var" in ps}
-    missing = sorted(set(expected) - set(params))
-    unexpected = sorted(set(params) - set(expected) - optional)
-    if missing or unexpected:
-        raise ValueError(
-            f"bam_forward: params do not match BAM(variant={variant!r}, dilation_conv_num={n}): "
-            f"missing keys {missing}, unexpected keys {unexpected}"
-        )
-    for name in expected:
-        _real_array(params[name], f"params[{name!r}]", "bam_forward")
-    wrong = [
-        f"{name}: got {np.shape(params[name])}, expected {shape}"
-        for name, shape in expected.items()
-        if np.shape(params[name]) != shape
-    ]
-    if wrong:
-        raise ValueError(
-            f"bam_forward: parameter shapes do not fit gate_channel = {C}, C/r = {Cr}: "
-            + "; ".join(wrong)
-        )
-    return F, n
-
-
-def _memory_limit() -> int:
-    """Physical memory in bytes (2**62 where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return 1 << 62

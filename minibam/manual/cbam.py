@@ -26,19 +26,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from minibam.manual._validate import check_cbam_inputs, real_array
 from minibam.manual.layers import (
-    _bn_backward,
-    _bn_forward,
-    _conv_backward,
-    _conv_forward,
-    _linear_backward,
-    _linear_forward,
-    _real_array,
-    _sigmoid,
+    bn_backward,
+    bn_forward,
+    conv_backward,
+    conv_forward,
+    linear_backward,
+    linear_forward,
+    sigmoid,
 )
+from minibam.manual.layout import CBAM_BN as BN
+from minibam.manual.layout import CBAM_CONV as CONV
+from minibam.manual.layout import CBAM_FC_0 as FC_0
+from minibam.manual.layout import CBAM_FC_1 as FC_1
 
-FC_0, FC_1 = "ChannelGate.mlp.1", "ChannelGate.mlp.3"
-CONV, BN = "SpatialGate.spatial.conv", "SpatialGate.spatial.bn"
 BN_MOMENTUM = 0.01  # the released code's, for its one batch norm
 
 
@@ -53,16 +55,16 @@ def cbam_forward(x: np.ndarray, params: dict[str, np.ndarray],
     Cache keys a reader may want: ``"M_c"`` (N, C), ``"M_s"`` (N, 1, H, W) (None with
     ``no_spatial``), and ``"running"``, the batch-norm buffers after the pass.
     """
-    F = _check_inputs(x, params, pool_types, no_spatial, training, eps)
+    F = check_cbam_inputs(x, params, pool_types, no_spatial, training, eps)
     N, C = F.shape[:2]
     layers, running = {}, {}
     # ---- channel gate: M_c = sigmoid(sum_k ReLU(pool_k(F) W0^T + b0) W1^T + b1) -------
     pools = [POOLS[kind][0](F) for kind in pool_types]  # each (value (N, C), its cache)
     F_c = np.concatenate([p for p, _ in pools])  # (|P| N, C): the MLP is shared, so stack
-    z0, layers[FC_0] = _linear_forward(F_c, params, FC_0)
+    z0, layers[FC_0] = linear_forward(F_c, params, FC_0)
     h0 = np.maximum(z0, 0)
-    z1, layers[FC_1] = _linear_forward(h0, params, FC_1)
-    M_c = _sigmoid(z1.reshape(len(pools), N, C).sum(axis=0))
+    z1, layers[FC_1] = linear_forward(h0, params, FC_1)
+    M_c = sigmoid(z1.reshape(len(pools), N, C).sum(axis=0))
     F1 = F * M_c[:, :, None, None]
     cache = {"F": F, "M_c": M_c, "F1": F1, "M_s": None, "pools": pools, "pool_types": pool_types,
              "relu_open": z0 > 0, "layers": layers, "running": running}
@@ -71,9 +73,9 @@ def cbam_forward(x: np.ndarray, params: dict[str, np.ndarray],
     # ---- spatial gate: M_s = sigmoid(BN(conv7x7([max_c F1; mean_c F1]))) --------------
     winner = F1.argmax(axis=1)[:, None]  # (N, 1, H, W): the first maximal channel
     Q = np.concatenate([np.take_along_axis(F1, winner, 1), F1.mean(axis=1, keepdims=True)], 1)
-    u, layers[CONV] = _conv_forward(Q, params, CONV, padding=3, dilation=1)
-    l_s, layers[BN] = _bn_forward(u, params, BN, training, eps, running, momentum=BN_MOMENTUM)
-    M_s = _sigmoid(l_s)
+    u, layers[CONV] = conv_forward(Q, params, CONV, padding=3, dilation=1)
+    l_s, layers[BN] = bn_forward(u, params, BN, training, eps, running, momentum=BN_MOMENTUM)
+    M_s = sigmoid(l_s)
     cache |= {"M_s": M_s, "winner": winner}
     return F1 * M_s, cache
 
@@ -85,7 +87,7 @@ def cbam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
         raise TypeError(f"cbam_backward: cache must be the dict returned by cbam_forward, got "
                         f"{type(cache).__name__}")
     F, F1, M_c, M_s, layers = cache["F"], cache["F1"], cache["M_c"], cache["M_s"], cache["layers"]
-    dy = _real_array(dy, "dy", "cbam_backward")
+    dy = real_array(dy, "dy", "cbam_backward")
     if dy.shape != F.shape:
         raise ValueError(f"cbam_backward: dy has shape {dy.shape}, expected y's shape {F.shape}")
     grads: dict[str, np.ndarray] = {}
@@ -94,8 +96,8 @@ def cbam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
         # y = F1 * M_s:  dL/dF1 = dy M_s,  dL/dM_s = sum_c dy F1
         dF1 = dy * M_s
         dl_s = (dy * F1).sum(axis=1, keepdims=True) * M_s * (1 - M_s)  # through the sigmoid
-        du = _bn_backward(dl_s, layers[BN], grads)
-        dQ = _conv_backward(du, layers[CONV], grads)  # (N, 2, H, W)
+        du = bn_backward(dl_s, layers[BN], grads)
+        dQ = conv_backward(du, layers[CONV], grads)  # (N, 2, H, W)
         # Q0 = max_c F1: all of dQ0 to the winning channel; Q1 = mean_c F1: dQ1 / C to each
         dF1 += dQ[:, 1:] / F.shape[1]
         dmax = np.zeros_like(dF1)
@@ -105,10 +107,10 @@ def cbam_backward(dy: np.ndarray, cache: dict) -> dict[str, np.ndarray]:
     dF = dF1 * M_c[:, :, None, None]
     dl_c = (dF1 * F).sum(axis=(2, 3)) * M_c * (1 - M_c)  # through the sigmoid
     # l_c = sum_k z1_k: every pool's MLP output gets the same gradient; the shared
-    # weights' gradients sum over the stacked pools inside _linear_backward
+    # weights' gradients sum over the stacked pools inside linear_backward
     dz1 = np.concatenate([dl_c] * len(cache["pools"]))
-    dh0 = _linear_backward(dz1, layers[FC_1], grads)
-    dF_c = _linear_backward(np.where(cache["relu_open"], dh0, 0), layers[FC_0], grads)
+    dh0 = linear_backward(dz1, layers[FC_1], grads)
+    dF_c = linear_backward(np.where(cache["relu_open"], dh0, 0), layers[FC_0], grads)
     for (_, pool_cache), dp, kind in zip(cache["pools"], np.split(dF_c, len(cache["pools"])),
                                          cache["pool_types"]):
         dF += POOLS[kind][1](dp, pool_cache)
@@ -133,7 +135,8 @@ def _avg_backward(dp, shape):  # every pixel gets dp / (H W)
 
 
 def _max(F):
-    flat = F.reshape(*F.shape[:2], -1)
+    N, C, H, W = F.shape
+    flat = F.reshape(N, C, H * W)  # sizes spelled out: -1 is ambiguous for an empty batch
     winner = flat.argmax(axis=2)[:, :, None]  # the first maximal pixel, as PyTorch
     return np.take_along_axis(flat, winner, 2)[:, :, 0], (F.shape, winner)
 
@@ -168,48 +171,3 @@ def _lse_backward(dp, c):  # dF = dp softmax_{h,w}(F)
 
 POOLS = {"avg": (_avg, _avg_backward), "max": (_max, _max_backward),
          "lp": (_lp, _lp_backward), "lse": (_lse, _lse_backward)}
-
-
-def _check_inputs(x, params, pool_types, no_spatial, training, eps) -> np.ndarray:
-    """Validate everything up front; return x as a float array."""
-    if isinstance(pool_types, str) or not isinstance(pool_types, Sequence):
-        raise TypeError(f"cbam_forward: pool_types must be a sequence of names such as ('avg', 'max'), "
-                        f"got {pool_types!r}")
-    # isinstance first: a list among the names is unhashable, and cannot be looked up in POOLS.
-    if not pool_types or any(not isinstance(k, str) or k not in POOLS for k in pool_types):
-        raise ValueError(f"cbam_forward: pool_types must be a non-empty sequence drawn from "
-                         f"{tuple(POOLS)}, got {pool_types!r}")
-    if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, (int, float, np.integer, np.floating)):
-        raise TypeError(f"cbam_forward: eps must be a real number, got {eps!r}")
-    if not (eps > 0 if training else eps >= 0) or eps == np.inf:
-        raise ValueError(f"cbam_forward: eps must be {'positive' if training else 'non-negative'} "
-                         f"and finite, got {eps!r}")
-    if not isinstance(params, dict):
-        raise TypeError(f"cbam_forward: params must be a dict of CBAM.state_dict() names to "
-                        f"arrays, got {type(params).__name__}")
-    F = _real_array(x, "x", "cbam_forward")
-    if F.ndim != 4:
-        raise ValueError(f"cbam_forward: x must be 4-D (N, C, H, W), got shape {F.shape}")
-    N, C, H, W = F.shape
-    if training and not no_spatial and N * H * W < 2:
-        raise ValueError(f"cbam_forward: training needs more than one value per channel for the "
-                         f"spatial batch norm, got x of shape {F.shape}")
-    w0 = np.shape(params.get(f"{FC_0}.weight", ()))
-    Cr = w0[0] if len(w0) == 2 else 0  # the hidden width, read from the first layer
-    expected = {f"{FC_0}.weight": (Cr, C), f"{FC_0}.bias": (Cr,),
-                f"{FC_1}.weight": (C, Cr), f"{FC_1}.bias": (C,)}
-    if not no_spatial:
-        expected |= {f"{CONV}.weight": (1, 2, 7, 7), **{f"{BN}.{k}": (1,) for k in (
-            "weight", "bias", "running_mean", "running_var")}}
-    optional = set() if no_spatial else {f"{BN}.num_batches_tracked"}
-    for name in params:
-        _real_array(params[name], f"params[{name!r}]", "cbam_forward")
-    missing = sorted(set(expected) - set(params))
-    unexpected = sorted(set(params) - set(expected) - optional)
-    wrong = [f"{k}: got {np.shape(params[k])}, expected {s}" for k, s in expected.items()
-             if k in params and np.shape(params[k]) != s]
-    if missing or unexpected or wrong or Cr == 0:
-        raise ValueError(f"cbam_forward: params do not match CBAM({C}, no_spatial={no_spatial}) "
-                         f"for x of shape {F.shape}: missing keys {missing}, unexpected keys "
-                         f"{unexpected}, wrong shapes {wrong}")
-    return F

@@ -19,20 +19,20 @@ MOMENTUM = 0.1  # PyTorch's BatchNorm default, used by every BN in BAM
 # --------------------------------------------------------------------------------------
 
 
-def _linear_forward(x: np.ndarray, params: dict, name: str) -> tuple[np.ndarray, dict]:
+def linear_forward(x: np.ndarray, params: dict, name: str) -> tuple[np.ndarray, dict]:
     """y = x W^T + b, x (N, in), W (out, in)."""
     w, b = np.asarray(params[f"{name}.weight"]), np.asarray(params[f"{name}.bias"])
     return x @ w.T + b, {"name": name, "x": x, "w": w}
 
 
-def _linear_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
+def linear_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """Rows, as PyTorch (y = x W^T + b):  dx = dy W,  dW = dy^T x = sum_n dy_n x_n^T,  db = sum_n dy."""
     grads[f"{c['name']}.weight"] = dy.T @ c["x"]
     grads[f"{c['name']}.bias"] = dy.sum(axis=0)
     return dy @ c["w"]
 
 
-def _im2col(x: np.ndarray, k: int, padding: int, dilation: int) -> np.ndarray:
+def im2col(x: np.ndarray, k: int, padding: int, dilation: int) -> np.ndarray:
     """(N, C, H, W) -> cols (N, C*k*k, H_out*W_out), stride 1.
 
     Column (c, i, j) holds the input pixel under kernel tap (i, j) of channel c for every
@@ -49,8 +49,8 @@ def _im2col(x: np.ndarray, k: int, padding: int, dilation: int) -> np.ndarray:
     return cols.reshape(N, C * k * k, H_out * W_out)
 
 
-def _col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: int) -> np.ndarray:
-    """The adjoint of `_im2col`: add each tap's columns back where they were read."""
+def col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: int) -> np.ndarray:
+    """The adjoint of `im2col`: add each tap's columns back where they were read."""
     N, C, H, W = x_shape
     H_out, W_out = H + 2 * padding - dilation * (k - 1), W + 2 * padding - dilation * (k - 1)
     dcols = dcols.reshape(N, C, k, k, H_out, W_out)
@@ -62,7 +62,7 @@ def _col2im(dcols: np.ndarray, x_shape: tuple, k: int, padding: int, dilation: i
     return dxp[:, :, padding : padding + H, padding : padding + W]
 
 
-def _conv_forward(
+def conv_forward(
     x: np.ndarray, params: dict, name: str, padding: int, dilation: int
 ) -> tuple[np.ndarray, dict]:
     """Stride-1 convolution as one matrix product: y[n] = W (O, C k k) @ cols[n] + b.
@@ -71,7 +71,7 @@ def _conv_forward(
     """
     w = np.asarray(params[f"{name}.weight"])
     out_channels, k = w.shape[0], w.shape[2]
-    cols = _im2col(x, k, padding, dilation)
+    cols = im2col(x, k, padding, dilation)
     y = w.reshape(out_channels, -1) @ cols
     has_bias = f"{name}.bias" in params
     if has_bias:
@@ -84,7 +84,7 @@ def _conv_forward(
     return y.reshape(x.shape[0], out_channels, H_out, W_out), cache
 
 
-def _conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
+def conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """dW = sum_n dy[n] cols[n]^T,  db = sum_{n,h,w} dy,  dx = col2im(W^T dy[n])."""
     w = c["w"]
     dy2 = dy.reshape(dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])  # (N, O, H_out W_out)
@@ -93,10 +93,10 @@ def _conv_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     if c["has_bias"]:
         grads[f"{c['name']}.bias"] = dy2.sum(axis=(0, 2))
     dcols = w.reshape(w.shape[0], -1).T @ dy2
-    return _col2im(dcols, c["x_shape"], w.shape[2], c["padding"], c["dilation"])
+    return col2im(dcols, c["x_shape"], w.shape[2], c["padding"], c["dilation"])
 
 
-def _bn_forward(
+def bn_forward(
     x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict,
     momentum: float = MOMENTUM,
 ) -> tuple[np.ndarray, dict]:
@@ -132,7 +132,7 @@ def _bn_forward(
     return gamma * x_hat + beta, cache
 
 
-def _bn_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
+def bn_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """dgamma = sum dy x_hat,  dbeta = sum dy (over every axis but the channel's).
 
     With dx_hat = dy gamma and inv_std = lambda = (v + eps)^(-1/2), training (mu and v
@@ -150,32 +150,21 @@ def _bn_backward(dy: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     return inv_std * (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat)
 
 
-def _bn_relu_forward(
+def bn_relu_forward(
     x: np.ndarray, params: dict, name: str, training: bool, eps: float, running: dict
 ) -> tuple[np.ndarray, dict]:
     """g = ReLU(BN(x)), the block that follows every inner linear and conv layer of BAM."""
-    b, cache = _bn_forward(x, params, name, training, eps, running)
+    b, cache = bn_forward(x, params, name, training, eps, running)
     cache["relu_open"] = b > 0
     return np.maximum(b, 0), cache
 
 
-def _bn_relu_backward(dg: np.ndarray, c: dict, grads: dict) -> np.ndarray:
+def bn_relu_backward(dg: np.ndarray, c: dict, grads: dict) -> np.ndarray:
     """ReLU passes the gradient where its input was positive (0 at 0, as PyTorch)."""
-    return _bn_backward(np.where(c["relu_open"], dg, 0), c, grads)
+    return bn_backward(np.where(c["relu_open"], dg, 0), c, grads)
 
 
-def _sigmoid(a: np.ndarray) -> np.ndarray:
+def sigmoid(a: np.ndarray) -> np.ndarray:
     """1 / (1 + e^{-a}) from e^{-|a|} only, so that no exponent overflows."""
     z = np.exp(-np.abs(a))
     return np.where(a >= 0, 1, z) / (1 + z)
-
-
-def _real_array(value: object, name: str, fn: str) -> np.ndarray:
-    """``value`` as an array of real numbers (float kept, bool and int to float64).
-
-    Complex input would lose its imaginary part without a word, and object or string
-    arrays would fail deep inside NumPy: both are refused here, as ``mb.Tensor`` does."""
-    array = np.asarray(value)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"{fn}: {name} must hold real numbers, got dtype {array.dtype}")
-    return array if array.dtype.kind == "f" else array.astype(np.float64)

@@ -31,8 +31,9 @@ class Linear(Module):
         self.in_features = checked_int(in_features, "in_features", "Linear")
         self.out_features = checked_int(out_features, "out_features", "Linear")
         bias = flag(bias, "bias", "Linear")
+        # copies=3: the empty weight, init's uniform draw and its astype copy live at once
         check_fits("Linear", "weight", (self.out_features, self.in_features), 8,
-                   " (in_features x out_features)")
+                   " (in_features x out_features)", copies=3)
         self.weight = Parameter(np.empty((self.out_features, self.in_features)))
         if bias:
             self.bias = Parameter(np.empty(self.out_features))
@@ -69,7 +70,7 @@ class Conv2d(Module):
         self.dilation = pair(dilation, "dilation", "Conv2d", 1)
         bias = flag(bias, "bias", "Conv2d")
         check_fits("Conv2d", "weight", (self.out_channels, self.in_channels, *self.kernel_size), 8,
-                   " (out_channels, in_channels, kernel_size)")
+                   " (out_channels, in_channels, kernel_size)", copies=3)  # as Linear's
         self.weight = Parameter(np.empty((self.out_channels, self.in_channels, *self.kernel_size)))
         if bias:
             self.bias = Parameter(np.empty(self.out_channels))
@@ -108,7 +109,8 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         self.num_features = checked_int(num_features, "num_features", name)
-        check_fits(name, "each parameter", (self.num_features,), 8, " (num_features)")
+        # copies=5: weight, bias, the two running statistics and a temporary while copying
+        check_fits(name, "each parameter", (self.num_features,), 8, " (num_features)", copies=5)
         for arg, value in (("eps", eps), ("momentum", momentum)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
                 raise TypeError(f"{name}: {arg} must be a real number, got {value!r}")

@@ -79,12 +79,20 @@ def _describe(value: Any) -> str:
 
 
 def memory_limit() -> int:
-    """Bytes one array may take: the memory this machine has available now (Linux's
-    MemAvailable), else its physical memory, else 2**62.
+    """Bytes one array may take: the least of the memory this machine has available now
+    (Linux's MemAvailable, else its physical memory, else 2**62) and the address space
+    this process may still map (``ulimit -v`` / ``RLIMIT_AS``, ``ulimit -d`` /
+    ``RLIMIT_DATA``), which a grader or a batch system may set far below the machine's.
 
     NumPy asked for more either raises ``MemoryError`` or, worse, succeeds lazily and
     the process (or a neighbour) is killed later; a request above this is refused up
     front instead."""
+    room = address_space_left()
+    return available_memory() if room is None else min(available_memory(), room)
+
+
+def available_memory() -> int:
+    """The machine's memory available now: MemAvailable, else physical memory, else 2**62."""
     try:
         with open("/proc/meminfo") as info:
             for line in info:
@@ -98,18 +106,67 @@ def memory_limit() -> int:
         return 1 << 62
 
 
+def address_space_left() -> int | None:
+    """Bytes the process may still map under its address-space and data limits (the
+    soft limit minus what is mapped now, /proc/self/status), or None with no limit."""
+    rooms = _limits_left()
+    return min(rooms)[0] if rooms else None
+
+
+def _limits_left() -> list[tuple[int, str]]:
+    """(bytes left, the ulimit option) for each limit that is set."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limits
+        return []
+    status = _status_kib()
+    rooms = []
+    for limit, field, option in ((resource.RLIMIT_AS, "VmSize", "-v"),
+                                 (resource.RLIMIT_DATA, "VmData", "-d")):
+        soft = resource.getrlimit(limit)[0]
+        if soft != resource.RLIM_INFINITY:
+            rooms.append((max(soft - status.get(field, 0) * 1024, 0), option))
+    return rooms
+
+
+def _status_kib() -> dict[str, int]:
+    """The kB fields of /proc/self/status (empty where there is none)."""
+    fields = {}
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                parts = value.split()
+                if len(parts) == 2 and parts[1] == "kB":
+                    fields[name] = int(parts[0])
+    except (OSError, ValueError):
+        pass
+    return fields
+
+
+def describe_limit(limit: int) -> str:
+    """``limit`` for a message, naming the address-space limit when that is what binds."""
+    rooms = _limits_left()
+    if rooms and min(rooms)[0] <= limit:
+        kind = {"-v": "address-space", "-d": "data-size"}[min(rooms)[1]]
+        return f"the {limit / 2**30:.3g} GiB that the {kind} limit (ulimit {min(rooms)[1]}) leaves"
+    return f"the {limit / 2**30:.3g} GiB of memory available"
+
+
 SMALL_BYTES = 1 << 26  # 64 MiB
 
 
-def check_fits(op: str, what: str, shape: tuple[int, ...], itemsize: int, because: str = "") -> None:
-    """``ValueError`` naming ``op`` if an array of ``shape`` could not fit in memory."""
+def check_fits(op: str, what: str, shape: tuple[int, ...], itemsize: int, because: str = "",
+               copies: int = 1) -> None:
+    """``ValueError`` naming ``op`` if ``copies`` arrays of ``shape`` could not fit in memory."""
     nbytes = itemsize
     for n in shape:
         nbytes *= n
     # Reading /proc/meminfo costs tens of microseconds, a measurable share of a small
     # convolution; an array under SMALL_BYTES is never refused, so it is not read then.
-    if nbytes > SMALL_BYTES and nbytes > memory_limit():
+    if nbytes * copies > SMALL_BYTES and nbytes * copies > (limit := memory_limit()):
+        needed = (f"{copies} x " if copies > 1 else "") + f"{nbytes / 2**30:.3g} GiB"
         raise ValueError(
-            f"{op}: {what} of shape {tuple(shape)}{because} would need {nbytes / 2**30:.3g} GiB, "
-            f"more than the {memory_limit() / 2**30:.3g} GiB of memory available"
+            f"{op}: {what} of shape {tuple(shape)}{because} would need {needed}, "
+            f"more than {describe_limit(limit)}"
         )
