@@ -140,7 +140,8 @@ SLACK_BYTES = 1 << 20
 _NUMERIC_KINDS = "biufc"
 
 
-def read_arrays(path: PathLike, what: str = "checkpoint", who: str = "load") -> dict[str, np.ndarray]:
+def read_arrays(path: PathLike, what: str = "checkpoint", who: str = "load",
+                text: bool = False) -> dict[str, np.ndarray]:
     """The one checked reader of ``.npz`` files: every member as an array, in order.
 
     Reads only ``.npy`` members of numeric dtypes with a valid header, and refuses with
@@ -152,19 +153,22 @@ def read_arrays(path: PathLike, what: str = "checkpoint", who: str = "load") -> 
     Anything but a regular file (a device, a FIFO, a socket) is refused from its type,
     before a byte is read. ``what`` names the kind of file and ``who`` the caller in
     the messages ("compare: 'case.npz' is not a minibam reference case ...").
+    ``text=True`` also accepts text members (NumPy's ``U`` and ``S`` dtypes), under the
+    same size bound: a reference case's ``meta.*`` entries.
     """
+    kinds = _NUMERIC_KINDS + ("US" if text else "")
     _check_path(path, who, "read")
     if hasattr(path, "read"):  # an open file: the caller owns it and closes it
         mode = _mode_of(path)
         if mode is not None:
             _require_regular(mode, path, what, who)
-        return _read_npz(path, path, what, who)
+        return _read_npz(path, path, what, who, kinds)
     path = os.fsdecode(path)
     with _open_regular(path, what, who) as handle:
-        return _read_npz(handle, path, what, who)
+        return _read_npz(handle, path, what, who, kinds)
 
 
-def _read_npz(handle: IO[bytes], path: PathLike, what: str, who: str) -> dict[str, np.ndarray]:
+def _read_npz(handle: IO[bytes], path: PathLike, what: str, who: str, kinds: str) -> dict[str, np.ndarray]:
     try:
         zf = zipfile.ZipFile(handle)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
@@ -185,7 +189,7 @@ def _read_npz(handle: IO[bytes], path: PathLike, what: str, who: str) -> dict[st
             if key in arrays:
                 raise ValueError(f"{who}: {path!r}: member {member!r} appears twice")
             try:
-                arrays[key] = _read_member(zf, info, budget)
+                arrays[key] = _read_member(zf, info, budget, kinds)
             except _Refused as refusal:
                 raise ValueError(f"{who}: {path!r}: member {member!r} {refusal}") from None
             except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError,
@@ -261,7 +265,7 @@ class _Refused(Exception):
     """A member that is well formed but not allowed; the message completes "member 'x' ..."."""
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.ndarray:
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int, kinds: str) -> np.ndarray:
     with zf.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version == (1, 0):
@@ -275,8 +279,9 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.
                 "contains pickled Python objects; minibam never unpickles "
                 "(allow_pickle=False), so it cannot be loaded"
             )
-        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-            raise _Refused(f"has dtype {dtype}; only numeric arrays can be loaded")
+        if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+            raise _Refused(f"has dtype {dtype}; only {'numeric or text' if 'U' in kinds else 'numeric'} "
+                           f"arrays can be loaded")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in shape):
             raise _Refused(f"declares shape {shape}, which is not a list of sizes (integers >= 0)")
         count = 1

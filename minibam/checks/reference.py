@@ -135,60 +135,11 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def _read_checked(path: Path) -> dict[str, np.ndarray]:
-    """`minibam.io.read_arrays`, which reads numeric members only. A reference case also
-    holds text (``meta.format``, ``meta.variant``, ...): until that reader takes small text
-    members, such a file is read here under the same bound: each member's size as the
-    archive declares it, checked against ``MAX_EXPANSION`` x the file (plus ``SLACK_BYTES``)
-    before it is read, and never unpickled."""
-    import zipfile
-    import zlib
-
+    """`minibam.io.read_arrays`, the one checked reader, with the text members a case holds
+    (``meta.format``, ``meta.variant``, ...)."""
     from minibam import io
 
-    try:
-        return io.read_arrays(path, "reference case")
-    except ValueError as error:
-        if "has dtype <U" not in str(error) and "has dtype |S" not in str(error):
-            raise
-    try:
-        return _read_with_text(path)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
-        raise ValueError(f"a corrupt archive ({type(error).__name__}: {error})") from None
-
-
-def _read_with_text(path: Path) -> dict[str, np.ndarray]:
-    import zipfile
-
-    from minibam import io
-
-    budget = io.MAX_EXPANSION * path.stat().st_size + io.SLACK_BYTES
-    arrays: dict[str, np.ndarray] = {}
-    with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
-            key = info.filename[: -len(".npy")]
-            if not info.filename.endswith(".npy") or key in arrays:
-                raise ValueError(f"member {info.filename!r} is not an .npy array, or appears twice")
-            if info.file_size > budget:
-                raise ValueError(f"member {info.filename!r} declares {info.file_size} bytes, far more than "
-                                 f"the file's size allows")
-            with zf.open(info) as member:  # reads at most the declared size
-                version = np.lib.format.read_magic(member)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(member)
-                if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in shape):
-                    raise ValueError(f"member {info.filename!r} declares shape {shape}, not a list of sizes")
-                if dtype.kind not in "biufUS" or dtype.fields is not None or dtype.subdtype is not None:
-                    raise ValueError(f"member {info.filename!r} has dtype {dtype}; not numbers or text")
-                count = int(np.prod(shape, dtype=object))
-                if count * dtype.itemsize != info.file_size - member.tell():
-                    raise ValueError(f"member {info.filename!r} declares shape {shape} of {dtype}, which "
-                                     f"the archive does not hold")
-                data = member.read()
-            array = np.frombuffer(data, dtype, count).reshape(shape, order="F" if fortran else "C")
-            budget -= info.file_size
-            arrays[key] = array.copy()
-    return arrays
+    return io.read_arrays(path, "reference case", "compare", text=True)
 
 
 def _text(value: np.ndarray) -> str:
