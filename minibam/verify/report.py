@@ -59,6 +59,8 @@ class Report:
     seconds: float = 0.0
     raised: str = ""  # the first case where the module raised: "train (4,16,8,8): RuntimeError: ..."
     raised_traceback: str = ""
+    structure: dict[str, Any] = field(default_factory=dict)  # what the module is, read from its layers
+    deviations: list[dict[str, Any]] = field(default_factory=list)  # how it differs from paper / released
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,13 +70,18 @@ class Report:
             "dtype": self.dtype, "notes": self.notes,
             "candidates": {c.name: c.summary() for c in self.candidates},
             "rows": [r.to_dict() for r in self.rows], "seconds": round(self.seconds, 3),
-            "raised": self.raised or None,
+            "raised": self.raised or None, "structure": self.structure, "deviations": self.deviations,
         }
 
     def headline(self) -> str:
-        if self.passed:
+        both = sum(d.get("differs_from") == "both" for d in self.deviations)
+        deviating = f"; {both} deviation(s) from both the paper and the released code" if both else ""
+        if self.passed and self.variant is not None:
             return (f"PASS: the module is {self.module} variant {self.variant!r} "
-                    f"({self.descriptions.get(self.variant or '', '')})")
+                    f"({self.descriptions.get(self.variant or '', '')}){deviating}")
+        if self.passed:
+            return (f"PASS: the module computes what its own structure says (no named variant; "
+                    f"closest {self.closest!r}){deviating}")
         if self.variant is not None:  # matched, but a known mistake (verify.cbam's port bugs)
             return (f"FAIL: the module is the known {self.module} port bug {self.variant!r} "
                     f"({self.descriptions.get(self.variant, '')})")
@@ -105,6 +112,7 @@ class Report:
                          + (f" ({self.divergence_detail})" if self.divergence_detail else ""))
         if self.fingerprint:
             lines.append("  fingerprint: " + ", ".join(f"{k}={v}" for k, v in self.fingerprint.items()))
+        lines += [f"  deviation: {d['what']}" for d in self.deviations]
         if len(self.candidates) > 1:
             tried = []
             for c in self.candidates:
