@@ -72,6 +72,15 @@ def _key_map(text: str) -> dict[str, str]:
     return data
 
 
+def _in_cli_terms(message: str) -> str:
+    """verify's messages name its Python arguments; say the options a CLI user types."""
+    for python, cli in (("pass shapes=[(N, C, H, W)]", "pass --shape N,C,H,W (or --channels C)"),
+                        ("dilation_val=", "--dilation "), ("key_map names", "--key-map names"),
+                        ("shapes=", "--shape ")):
+        message = message.replace(python, cli)
+    return message
+
+
 def run(args: argparse.Namespace) -> int:
     from minibam import verify
 
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                                 dtype=args.dtype, dilation_val=args.dilation, key_map=args.key_map,
                                 seed=args.seed)
     except (ValueError, TypeError) as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(_in_cli_terms(str(error))) from None
     if args.json:
         say(json.dumps(report.to_dict()))
     else:

@@ -102,7 +102,8 @@ class Report:
         lines = [f"verify.{self.module.lower()}: {self.headline()}"]
         if self.raised and not self.passed and self.closest is not None:
             lines.append(f"  the module raised: {self.raised}")
-        w = worst(self.rows)
+        # a case where a module raised has no numbers to show: "the module raised" says it
+        w = worst([r for r in self.rows if " forward r" not in r.name])
         if w is not None:
             what = "worst" if all(r.passed for r in self.rows) else "worst offender"
             lines.append(f"  {what}: {w.name}, max rel {w.max_rel:.1e}, {w.mismatched} of {w.size} "
