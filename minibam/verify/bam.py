@@ -68,6 +68,7 @@ RESIDUAL_TEXT = {True: "inside: x * (1 + attention)", False: "outside: the modul
 
 class _BamKind(Kind):
     name, who, variants, combine_step = "BAM", "verify.bam", VARIANTS, "combine"
+    paper_variant, released_variant = 'paper', 'official'
 
     def read(self, twin: Any, calls: list[harness.Call], channels: int, options: dict[str, Any]) -> Reading:
         problems: list[str] = []

@@ -89,6 +89,7 @@ _POOL_LAYERS = {"AdaptiveAvgPool2d": "avg", "AdaptiveMaxPool2d": "max", "AvgPool
 
 class _CbamKind(Kind):
     name, who, variants, combine_step = "CBAM", "verify.cbam", VARIANTS, "combine"
+    paper_variant, released_variant = 'paper', 'released'
 
     def read(self, twin: Any, calls: list[harness.Call], channels: int, options: dict[str, Any]) -> Reading:
         problems: list[str] = []

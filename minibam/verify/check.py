@@ -64,6 +64,8 @@ class Kind:
     who: str  # "verify.bam"
     variants: dict[str, str]
     combine_step: str  # how the first divergence names the final step
+    paper_variant: str  # the variant that is the paper's structure
+    released_variant: str  # the variant that is the released code's (with its bugs fixed)
 
     def read(self, twin: Any, calls: list[harness.Call], channels: int, options: dict[str, Any]) -> Reading:
         raise NotImplementedError
@@ -114,6 +116,8 @@ def deviations(structure: Mapping[str, Any], paper: Mapping[str, Any], released:
 
 
 def _text(value: Any) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
@@ -230,8 +234,7 @@ def _nearest(kind: Kind, structure: Mapping[str, Any], found: list[dict[str, Any
     code's, whichever differs in fewer fields."""
     to_paper = sum(d["module"] != d["paper"] for d in found)
     to_released = sum(d["module"] != d["released"] for d in found)
-    names = list(kind.variants)
-    return names[0] if to_paper < to_released else names[1]
+    return kind.paper_variant if to_paper < to_released else kind.released_variant
 
 
 class _Scorer:
