@@ -113,7 +113,12 @@ class Report:
                          + (f" ({self.divergence_detail})" if self.divergence_detail else ""))
         if self.fingerprint:
             lines.append("  fingerprint: " + ", ".join(f"{k}={v}" for k, v in self.fingerprint.items()))
-        lines += [f"  deviation: {d['what']}" for d in self.deviations]
+        lines += [f"  deviation: {d['what']}" for d in self.deviations if d.get("differs_from") == "both"]
+        for side, other in (("paper", "released code"), ("released code", "paper")):
+            like = [d["what"].split(":", 1)[0] for d in self.deviations
+                    if d.get("differs_from") == ("released" if side == "paper" else "paper")]
+            if like:
+                lines.append(f"  as the {side}, unlike the {other}: " + "; ".join(like))
         if len(self.candidates) > 1:
             tried = []
             for c in self.candidates:
