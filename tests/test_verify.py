@@ -93,6 +93,7 @@ def test_a_wrong_activation_in_the_channel_mlp_is_found_there():
     report = verify.bam(with_bug(TorchBAM(C, R, 2, 4, "paper"), "channel activation wrong"))
     assert not report.passed and report.closest == "paper"
     assert report.first_divergence == "channel_att.gate_c.gate_c_relu_1"
+    assert any("channel_att.gate_c.gate_c_relu_1 (Tanh)" in note for note in report.notes)
 
 
 def test_a_renamed_module_passes_with_a_key_map_or_by_structure():

@@ -28,6 +28,7 @@ from minibam.verify.reading import (
     is_mlp_layer,
     is_relu,
     momenta,
+    other_activations,
     uniform,
     widths,
 )
@@ -103,7 +104,7 @@ class _BamKind(Kind):
                             "or neither)")
         if problems:
             raise ValueError("verify.bam: cannot read the module as a BAM: " + "; ".join(dict.fromkeys(problems)))
-        notes = []
+        notes = other_activations(calls)
         if not relus_seen:
             notes.append("the module has no nn.ReLU layers (functional activations cannot be seen); "
                          "checked with a ReLU wherever BAM has one")

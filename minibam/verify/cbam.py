@@ -32,6 +32,7 @@ from minibam.verify.reading import (
     is_mlp_layer,
     is_relu,
     momenta,
+    other_activations,
     uniform,
     widths,
 )
@@ -118,9 +119,9 @@ class _CbamKind(Kind):
         opts.update(self._read_spatial(convs, bn_of, layers, problems))
         if problems:
             raise ValueError("verify.cbam: cannot read the module as a CBAM: " + "; ".join(dict.fromkeys(problems)))
-        notes = [] if pools_how == "read from the module" else [
+        notes = other_activations(calls) + ([] if pools_how == "read from the module" else [
             f"the module's pools cannot be seen (no pool_types attribute, no pooling layers); "
-            f"checked with pool_types={pools}"]
+            f"checked with pool_types={pools}"])
         modules = dict(twin.named_modules())
         structure.update({"channel_pools": list(pools), "spatial_gate": not opts["no_spatial"],
                           "kernel": None if opts["no_spatial"] else opts["kernel_size"],

@@ -85,3 +85,17 @@ def momenta(layers: dict[str, str], modules: dict[str, Any]) -> float | None | d
     if len(values) <= 1:
         return next(iter(values), None)
     return found
+
+
+_ACTIVATIONS = ("Tanh", "LeakyReLU", "ReLU6", "SiLU", "GELU", "ELU", "Hardswish", "Mish", "PReLU", "Softplus")
+
+
+def other_activations(calls: Sequence[Call]) -> list[str]:
+    """Notes for activation layers that are not ReLU (minibam's BAM and CBAM use ReLU):
+    the check runs with ReLU, so the module fails there, and the note says why."""
+    names = list(dict.fromkeys(f"{c.name} ({type(c.module).__name__})" for c in calls
+                               if type(c.module).__name__ in _ACTIVATIONS))
+    if not names:
+        return []
+    return ["activation layers other than ReLU: " + ", ".join(names) + "; minibam's module has a ReLU "
+            "there, so the check compares with ReLU"]
