@@ -106,3 +106,25 @@ def test_a_bug_in_a_port_layout_is_still_named():
 
     report = verify.cbam(TwiceAvg(C), training=(True,))
     assert not report.passed and report.variant == "avg-twice", report
+
+
+def test_functional_relus_in_the_spatial_branch_are_assumed_and_said():
+    class Functional(bl.ZooBAM):  # F.relu in the spatial branch (nn.ReLU only in the MLP)
+        def forward(self, x):
+            n, c = x.shape[:2]
+            channel = self.mlp_norm(self.mlp(self.pool(x).view(n, c))).view(n, c, 1, 1)
+            h = torch.relu(self.squeeze(x))
+            for i in (0, 3):
+                h = torch.relu(self.context[i + 1](self.context[i](h)))
+            return x + x * torch.sigmoid(channel + self.map_norm(self.to_map(h)))
+
+    report = verify.bam(Functional(C), training=(True,))
+    assert report.passed and report.structure["reduce_relu"] is True, report
+    assert any("no nn.ReLU layers" in note for note in report.notes)
+
+
+def test_a_cumulative_batch_norm_momentum_is_read():
+    model = cl.ImageModelCBAM(C)
+    model.spatial[1].momentum = None
+    report = verify.cbam(model, training=(True,))
+    assert report.passed and report.structure["bn_momentum"] == "cumulative average", report

@@ -94,7 +94,9 @@ class _BamKind(Kind):
             else:
                 problems.append(describe_layer(c) + ("" if last is None or not harness.is_batch_norm(c.module)
                                                      else f": a second BatchNorm after {last}"))
-        relus_seen = any(is_relu(c.module) for c in calls)
+        # nn.ReLU layers after the spatial branch's convs: without any, its ReLUs are
+        # functional (F.relu), invisible to hooks, and assumed where BAM has them
+        relus_seen = any(c.name in relu_after for c in convs)
         layers: dict[str, str] = {}
         opts = self._read_mlp(mlp, bn_of, channels, layers, problems)
         opts.update(self._read_spatial(convs, bn_of, relu_after, relus_seen, channels, layers, problems))
@@ -106,8 +108,8 @@ class _BamKind(Kind):
             raise ValueError("verify.bam: cannot read the module as a BAM: " + "; ".join(dict.fromkeys(problems)))
         notes = other_activations(calls)
         if not relus_seen:
-            notes.append("the module has no nn.ReLU layers (functional activations cannot be seen); "
-                         "checked with a ReLU wherever BAM has one")
+            notes.append("the module's spatial branch has no nn.ReLU layers (functional activations "
+                         "cannot be seen); checked with a ReLU wherever BAM has one")
         dilation_val = options.get("dilation_val", 4)
         if opts["dilation_val"] is None:
             opts["dilation_val"] = dilation_val

@@ -79,8 +79,10 @@ def check_batch_norm(call: Call, problems: list[str]) -> None:
 
 
 def momenta(layers: dict[str, str], modules: dict[str, Any]) -> float | None | dict[str, Any]:
-    """The batch norms' momentum: one value when they share it, else by their names."""
-    found = {name: modules[name].momentum for name in layers if is_batch_norm(modules[name])}
+    """The batch norms' momentum: one value when they share it, else by their names
+    (``None``: no batch norm; PyTorch's ``momentum=None`` is "cumulative average")."""
+    found = {name: "cumulative average" if modules[name].momentum is None else modules[name].momentum
+             for name in layers if is_batch_norm(modules[name])}
     values = set(found.values())
     if len(values) <= 1:
         return next(iter(values), None)
