@@ -119,8 +119,19 @@ def test_an_unplaceable_module_is_a_value_error():
             super().__init__(C, R, 2, 4, "official")
             self.extra = torch.nn.Linear(3, 3)
 
-    with pytest.raises(ValueError, match=r"extra \(Linear\)|never called"):
+        def forward(self, x):
+            return self.extra(super().forward(x).transpose(1, 3)[..., :3]).mean() + super().forward(x)
+
+    with pytest.raises(ValueError, match=r"cannot read the module as a BAM: .*extra \(Linear 3->3\)"):
         verify.bam(Extra())
+
+    class Unused(TorchBAM):  # a layer the forward pass never calls: noted, not compared
+        def __init__(self):
+            super().__init__(C, R, 2, 4, "official")
+            self.extra = torch.nn.Linear(3, 3)
+
+    report = verify.bam(Unused(), training=(False,))
+    assert report.passed and any(note.endswith("not compared: extra") for note in report.notes)
 
 
 def test_the_callers_module_is_bit_identical_afterwards():

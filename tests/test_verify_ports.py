@@ -128,3 +128,16 @@ def test_a_cumulative_batch_norm_momentum_is_read():
     model.spatial[1].momentum = None
     report = verify.cbam(model, training=(True,))
     assert report.passed and report.structure["bn_momentum"] == "cumulative average", report
+
+
+def test_a_layer_the_forward_pass_never_calls_is_noted_not_compared():
+    class DeadWeight(bl.ZooBAM):  # a leftover layer, as ports often carry
+        def __init__(self):
+            super().__init__(C)
+            self.unused_fc = torch.nn.Linear(C, C)
+            self.unused_bn = torch.nn.BatchNorm2d(C)
+
+    report = verify.bam(DeadWeight(), training=(True,))
+    assert report.passed, report
+    assert any(note.endswith("not compared: unused_fc, unused_bn") for note in report.notes), report.notes
+    assert not any("unused" in r.name for r in report.rows)

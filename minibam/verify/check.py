@@ -165,7 +165,11 @@ def _check(kind: Kind, module: Any, variant: str, shapes: list[tuple[int, ...]] 
             raise ValueError(f"{kind.who}: shape {s} must be (N, C={channels}, H, W) with N >= 2 "
                              f"in training mode")
     calls = harness.trace(twin, shapes)
+    called = {c.name for c in calls}
+    unused = [n for n in harness.layers_with_parameters(twin) if n not in called]
     reading = kind.read(twin, calls, channels, options)
+    if unused:  # dead weight in the module: reported, not compared
+        reading.notes.append("never called in the forward pass, so not compared: " + ", ".join(unused))
     how = "structure (layer types, shapes and call order)"
     if key_map:
         harness.apply_key_map(kind.who, twin, reading.layers, key_map)
@@ -184,9 +188,9 @@ def _check(kind: Kind, module: Any, variant: str, shapes: list[tuple[int, ...]] 
                 raise ValueError(kind.refuse(reading, variant))
 
     harness.randomise(twin, np.random.default_rng(seed))
-    state = harness.numpy_state(twin)
+    state = {k: v for k, v in harness.numpy_state(twin).items() if k.rsplit(".", 1)[0] not in unused}
     buffer_keys = {k for k, _ in twin.named_buffers()}
-    their_buffers = {k: v for k, v in state.items() if k in buffer_keys}
+    their_buffers = {k: v for k, v in harness.numpy_state(twin).items() if k in buffer_keys}
     notes = list(reading.notes)
     cases, first_raise = harness.run_cases(twin, shapes, modes, seed, dtype, their_buffers, notes)
     rtol, atol = default_tolerance(np.float64 if dtype == "float64" else np.float32)
@@ -257,7 +261,7 @@ class _Scorer:
     def score(self, spec: Spec) -> Candidate:
         model, names = self._model(spec, np.float64)
         low_model = self._model(spec, np.float32)[0] if self.dtype == "float32" else None
-        ours_buffers = {names[k]: v for k, v in self.their_buffers.items()}
+        ours_buffers = {names[k]: v for k, v in self.their_buffers.items() if k in names}
         candidate, raised = Candidate(spec.name, []), 0
         for label, x, dy, mode, theirs in self.cases:
             ours, why = self._run(model, x, dy, mode, ours_buffers)
