@@ -93,11 +93,11 @@ def test_cli_verify_refuses_a_huge_shape_in_one_line(tmp_path, capsys):
     assert "verify.bam: an input of shape (100000, 8, 10000, 10000)" in err and "GiB" in err
 
 
-def test_verify_cbam_names_a_swapped_channel_pool():
+def test_verify_cbam_reads_the_order_of_the_channel_pool():
     torch = pytest.importorskip("torch")
     from torch_cbam import SpatialGate, TorchCBAM
 
-    class MeanThenMax(SpatialGate):  # a port that stacks [mean; max] instead of [max; mean]
+    class MeanThenMax(SpatialGate):  # a port that stacks [mean; max] (the paper's order), not [max; mean]
         def forward(self, x):
             pooled = torch.stack([x.mean(dim=1), x.max(dim=1).values], dim=1)
             return x * torch.sigmoid(self.spatial(pooled))
@@ -107,9 +107,11 @@ def test_verify_cbam_names_a_swapped_channel_pool():
     model = TorchCBAM(16, 4)
     model.SpatialGate = MeanThenMax()
     report = verify.cbam(model, shapes=[(3, 16, 5, 6)], training=(True,))
-    assert not report.passed and report.variant is None and report.first_divergence == "SpatialGate"
-    assert "must stack [max; mean]" in str(report)
-    # the right order is not flagged
+    # issue 21: the order is part of the structure read, reported as a deviation, not a failure
+    assert report.passed and report.variant is None and report.structure["spatial_pools"] == ["avg", "max"]
+    order = next(d for d in report.deviations if d["field"] == "spatial_pools")
+    assert order["differs_from"] == "released" and order["paper"] == ["avg", "max"]
+    # the released order is the released variant
     assert verify.cbam(TorchCBAM(16, 4), shapes=[(3, 16, 5, 6)], training=(True,)).passed
 
 

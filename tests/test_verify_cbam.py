@@ -34,7 +34,7 @@ def test_the_released_cbam_passes_with_every_array_compared():
             "after.SpatialGate.spatial.bn.running_var"} <= names
     assert {r.name.split(" ")[0] for r in report.rows} == {"train", "eval"}
     assert any(r.name.startswith("train (3,16,6,10)") for r in report.rows)  # a non-square map
-    assert set(verify.CBAM_VARIANTS) == {"released", *BUGS}
+    assert set(verify.CBAM_VARIANTS) == {"released", "paper", *BUGS}
     json.dumps(report.to_dict())
 
 
@@ -53,12 +53,18 @@ def test_each_port_bug_is_named(bug):
     assert f"port bug {bug!r}" in str(report)
 
 
-@pytest.mark.parametrize("bug, where", [("no-relu", "ChannelGate.mlp.2"),
-                                        ("momentum-0.1", "SpatialGate.spatial.bn")])
-def test_an_unknown_bug_fails_and_says_where(bug, where):
-    report = verify.cbam(cbam_with_bug(bug, C, R))
+def test_an_unknown_bug_fails_and_says_where():
+    report = verify.cbam(cbam_with_bug("no-relu", C, R))
     assert not report.passed and report.variant is None and report.closest == "released"
-    assert report.first_divergence == where, report
+    assert report.first_divergence == "ChannelGate.mlp.2", report
+
+
+def test_a_momentum_of_its_own_is_read_and_is_a_deviation():
+    report = verify.cbam(cbam_with_bug("momentum-0.1", C, R))
+    assert report.passed and report.variant == "released", report
+    assert report.fingerprint["bn_momentum"] == 0.1 and "(momentum?)" not in str(report)
+    found = next(d for d in report.deviations if d["field"] == "bn_momentum")
+    assert (found["module"], found["released"], found["differs_from"]) == (0.1, 0.01, "both")
 
 
 def test_the_callers_module_is_never_changed():
@@ -91,6 +97,8 @@ def test_float32_modules_pass_at_float32_tolerance():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="variant must be 'auto' or one of"):
+        verify.cbam(TorchCBAM(C, R), variant="nope")
+    with pytest.raises(ValueError, match="variant 'paper' does not fit the module's structure .spatial BatchNorm: yes"):
         verify.cbam(TorchCBAM(C, R), variant="paper")
     with pytest.raises(ValueError, match=r"shape \(2, 8, 4, 4\) must be \(N, C=16"):
         verify.cbam(TorchCBAM(C, R), shapes=[(2, C, 4, 4), (2, 8, 4, 4)])
@@ -128,7 +136,7 @@ def test_the_documented_examples_give_the_documented_verdicts():
     good, bad = verify.cbam(my_cbams.MyCBAM(64)), verify.cbam(my_cbams.PortedCBAM(64))
     assert good.passed and good.variant == "released"
     assert not bad.passed and bad.variant == "avg-twice"
-    assert any(n.startswith("against the released code: 40 of 48 arrays differ; first divergence ChannelGate ")
+    assert any(n.startswith("against 'released': 40 of 48 arrays differ; first divergence ")
                for n in bad.notes), bad.notes
 
 
@@ -148,5 +156,5 @@ def test_a_module_that_raises_on_a_legal_input_fails_and_says_where():
             raise RuntimeError("boom")
 
     report = verify.cbam(Crashes(C, R))
-    assert not report.passed and report.closest is None and report.raised == f"eval (2,{C},8,8): RuntimeError: boom"
+    assert not report.passed and report.closest is None and report.raised == f"eval (4,{C},8,8): RuntimeError: boom"
     assert str(report).startswith("verify.cbam: FAIL: the module raised on a legal input")

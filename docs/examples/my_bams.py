@@ -7,8 +7,8 @@
 - ``MyBAM``: the paper's BAM (closing BatchNorms, branches summed), under names of its own;
 - ``ReleasedBAM``: the form of the authors' released code (branches multiplied, no closing
   BatchNorm, the channel branch pooling an H x H window with ``avg_pool2d``);
-- ``BuggyBAM``: ``MyBAM`` with one copy-paste slip: the ReLU after the spatial branch's
-  first convolution is missing.
+- ``BuggyBAM``: ``MyBAM`` with one slip: in the spatial branch the ReLU after the first
+  convolution comes before its BatchNorm instead of after it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 
 class MyBAM(nn.Module):
-    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, relu_after_reduce: bool = True) -> None:
+    def __init__(self, channels: int, reduction: int = 16, dilation: int = 4, slip: bool = False) -> None:
         super().__init__()
         hidden = channels // reduction
         self.mlp = nn.Sequential(
@@ -26,8 +26,8 @@ class MyBAM(nn.Module):
             nn.Linear(hidden, channels), nn.BatchNorm1d(channels),
         )
         self.spatial = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1), nn.BatchNorm2d(hidden),
-            nn.ReLU() if relu_after_reduce else nn.Identity(),
+            nn.Conv2d(channels, hidden, 1),
+            *((nn.ReLU(), nn.BatchNorm2d(hidden)) if slip else (nn.BatchNorm2d(hidden), nn.ReLU())),
             nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation), nn.BatchNorm2d(hidden), nn.ReLU(),
             nn.Conv2d(hidden, hidden, 3, padding=dilation, dilation=dilation), nn.BatchNorm2d(hidden), nn.ReLU(),
             nn.Conv2d(hidden, 1, 1), nn.BatchNorm2d(1),
@@ -39,7 +39,7 @@ class MyBAM(nn.Module):
 
 
 def BuggyBAM(channels: int) -> MyBAM:
-    return MyBAM(channels, relu_after_reduce=False)
+    return MyBAM(channels, slip=True)
 
 
 class ReleasedBAM(nn.Module):

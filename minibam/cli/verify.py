@@ -72,6 +72,15 @@ def _key_map(text: str) -> dict[str, str]:
     return data
 
 
+def _in_cli_terms(message: str) -> str:
+    """verify's messages name its Python arguments; say the options a CLI user types."""
+    for python, cli in (("pass shapes=[(N, C, H, W)]", "pass --shape N,C,H,W (or --channels C)"),
+                        ("dilation_val=", "--dilation "), ("key_map names", "--key-map names"),
+                        ("shapes=", "--shape ")):
+        message = message.replace(python, cli)
+    return message
+
+
 def run(args: argparse.Namespace) -> int:
     from minibam import verify
 
@@ -85,16 +94,13 @@ def run(args: argparse.Namespace) -> int:
     if shapes and args.channels is not None and any(s[1] != args.channels for s in shapes):
         raise UsageError(f"--shape must have C={args.channels} channels (--channels), got {shapes}")
     training = {"both": (True, False), "train": (True,), "eval": (False,)}[args.mode]
+    check = getattr(verify, args.module)  # verify.bam or verify.cbam: the same arguments
+    extra = {"dilation_val": args.dilation} if args.module == "bam" else {}
     try:
-        if args.module == "cbam":
-            report = verify.cbam(module, variant=args.variant, shapes=shapes, training=training,
-                                 dtype=args.dtype, key_map=args.key_map, seed=args.seed)
-        else:
-            report = verify.bam(module, variant=args.variant, shapes=shapes, training=training,
-                                dtype=args.dtype, dilation_val=args.dilation, key_map=args.key_map,
-                                seed=args.seed)
+        report = check(module, variant=args.variant, shapes=shapes, training=training, dtype=args.dtype,
+                       key_map=args.key_map, seed=args.seed, **extra)
     except (ValueError, TypeError) as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(_in_cli_terms(str(error))) from None
     if args.json:
         say(json.dumps(report.to_dict()))
     else:
@@ -130,7 +136,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--dilation", type=int_at_least(1), default=4, metavar="D",
                         help="dilation_val when the module does not say (default 4)")
     parser.add_argument("--key-map", type=_key_map, metavar="JSON",
-                        help="their names -> minibam's, as a JSON object or a .json file")
+                        help="place these layers by hand, overriding what the structure says: "
+                             "their layer -> minibam's, as a JSON object or a .json file")
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="default 0")
     parser.add_argument("--json", action="store_true", help="print report.to_dict() as one JSON object")
     parser.add_argument("--verbose", action="store_true", help="the full table (default: failed arrays only), and the traceback if the module raised")

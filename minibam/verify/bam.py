@@ -1,42 +1,40 @@
-"""``verify.bam``: is a user's PyTorch BAM right, which BAM is it, and where does it go wrong?
+"""``verify.bam``: does a user's PyTorch BAM compute what its structure says, and how does
+that structure differ from the paper and the released code?
 
     report = verify.bam(MyBAM(64))
-    report.passed, report.variant, report.closest, report.first_divergence
+    report.passed, report.variant, report.structure, report.deviations, report.first_divergence
 
-The BAM-specific part: placing the user's parameters under minibam's names (the
-authors' names as they are, ``key_map``, or by structure), the fingerprint (C, r, the
-dilated convs and their dilation, read from the module) and the known variants
-(`minibam.verify.bam_variants`). Copying, randomising, running and comparing are
-the generic `minibam.verify.harness`.
+What is BAM-specific is here: reading the structure from the user's layers (`KIND.read`),
+the choices to try on it (combination, residual, pooling) and the named variants
+(`minibam.verify.bam_variants`), and the paper's and the released code's structure for
+the deviations. minibam's module is ``nn.BAM`` built with the options read; the check
+itself is `minibam.verify.check`.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from minibam.checks.compare import compare, default_tolerance
-from minibam.nn import BatchNorm1d, BatchNorm2d
+from minibam.nn import BAM
 from minibam.verify import harness
-from minibam.verify.bam_variants import (
-    KNOWN,
-    SPECS,
-    VARIANTS,
-    Variant,
-    build,
-    previous_step,
-    run_variant,
+from minibam.verify.bam_variants import SPECS, VARIANTS, name_of
+from minibam.verify.check import Kind, Reading, Spec, check
+from minibam.verify.reading import (
+    check_batch_norm,
+    describe_layer,
+    first_calls,
+    is_conv,
+    is_mlp_layer,
+    is_relu,
+    momenta,
+    other_activations,
+    uniform,
+    widths,
 )
-from minibam.verify.report import Candidate, Report, raised_report
+from minibam.verify.report import Report
 
 CH, SP = "channel_att.gate_c.", "spatial_att.gate_s."
-_BN_AFTER = {
-    CH + "gate_c_fc_0": CH + "gate_c_bn_1", CH + "gate_c_fc_final": CH + "gate_c_bn_final",
-    SP + "gate_s_conv_reduce0": SP + "gate_s_bn_reduce0", SP + "gate_s_conv_final": SP + "gate_s_bn_final",
-}
 
 
 def default_shapes(channels: int) -> list[tuple[int, int, int, int]]:
@@ -45,238 +43,248 @@ def default_shapes(channels: int) -> list[tuple[int, int, int, int]]:
     return [(4, channels, 8, 8), (3, channels, 6, 10)]
 
 
-def _infer_channels(module: Any) -> int | None:
-    """C from the channel MLP: a Linear(C, h) whose partner is a Linear(h, C)."""
-    torch = harness.import_torch()
-    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
-    for a in linears:
-        for b in linears:
-            if a is not b and a.in_features == b.out_features and a.out_features == b.in_features \
-                    and a.in_features >= a.out_features:
-                return int(a.in_features)
-    return None
+LABELS = {
+    "mlp_depth": "hidden layers in the channel MLP",
+    "mlp_layers": "channel MLP layers",
+    "mlp_bias": "biases in the channel MLP",
+    "mlp_hidden_bn": "BatchNorm after each hidden layer of the channel MLP",
+    "closing_bn_channel": "BatchNorm closing the channel branch",
+    "channel_pool": "channel branch pooling",
+    "reduce_bn": "BatchNorm after the spatial branch's 1x1 reduction",
+    "reduce_relu": "ReLU after the spatial branch's 1x1 reduction",
+    "dilated_convs": "dilated convs in the spatial branch",
+    "kernel": "dilated conv kernel",
+    "dilation": "dilation",
+    "padding": "dilated conv padding",
+    "dilated_bn": "BatchNorm after each dilated conv",
+    "conv_bias": "biases in the spatial branch's convs",
+    "closing_bn_spatial": "BatchNorm closing the spatial branch",
+    "bn_momentum": "BatchNorm momentum",
+    "combine": "branches combined by",
+    "residual": "residual",
+}
+POOLING_TEXT = {"global": "global average", "window": "H x H window (avg_pool2d, kernel H)"}
+RESIDUAL_TEXT = {True: "inside: x * (1 + attention)", False: "outside: the module returns x * attention"}
 
 
-def _local_keys(module: Any) -> list[str]:
-    return [k for k, _ in module.named_parameters(recurse=False)] + [k for k, _ in module.named_buffers(recurse=False)]
+class _BamKind(Kind):
+    name, who, variants, combine_step = "BAM", "verify.bam", VARIANTS, "combine"
+    paper_variant, released_variant = 'paper', 'official'
+
+    def read(self, twin: Any, calls: list[harness.Call], channels: int, options: dict[str, Any]) -> Reading:
+        problems: list[str] = []
+        mlp: list[harness.Call] = []
+        convs: list[harness.Call] = []
+        bn_of: dict[str, str] = {}
+        relu_after: set[str] = set()
+        last: str | None = None
+        for c in first_calls(calls):
+            if is_relu(c.module):
+                if last is not None:
+                    relu_after.add(last)
+            elif is_mlp_layer(c):
+                mlp.append(c)
+                last = c.name
+            elif is_conv(c.module):
+                convs.append(c)
+                last = c.name
+            elif harness.is_batch_norm(c.module) and last is not None and last not in bn_of:
+                check_batch_norm(c, problems)
+                bn_of[last] = c.name
+            else:
+                problems.append(describe_layer(c) + ("" if last is None or not harness.is_batch_norm(c.module)
+                                                     else f": a second BatchNorm after {last}"))
+        # nn.ReLU layers after the spatial branch's convs: without any, its ReLUs are
+        # functional (F.relu), invisible to hooks, and assumed where BAM has them
+        relus_seen = any(c.name in relu_after for c in convs)
+        layers: dict[str, str] = {}
+        opts = self._read_mlp(mlp, bn_of, channels, layers, problems)
+        opts.update(self._read_spatial(convs, bn_of, relu_after, relus_seen, channels, layers, problems))
+        if opts.get("closing_channel") is not None and opts.get("closing_spatial") is not None \
+                and opts["closing_channel"] != opts["closing_spatial"]:
+            problems.append("a BatchNorm closes one branch but not the other (minibam's BAM closes both "
+                            "or neither)")
+        if problems:
+            raise ValueError("verify.bam: cannot read the module as a BAM: " + "; ".join(dict.fromkeys(problems)))
+        notes = other_activations(calls)
+        if not relus_seen:
+            notes.append("the module's spatial branch has no nn.ReLU layers (functional activations "
+                         "cannot be seen); checked with a ReLU wherever BAM has one")
+        dilation_val = options.get("dilation_val", 4)
+        if opts["dilation_val"] is None:
+            opts["dilation_val"] = dilation_val
+        elif opts["dilation_val"] != dilation_val:
+            notes.append(f"the module's dilated convs use dilation {opts['dilation_val']}; "
+                         f"checked with it, not dilation_val={dilation_val}")
+        closing = opts.pop("closing_channel")
+        opts.pop("closing_spatial")
+        opts["closing_bn"] = closing
+        modules = dict(twin.named_modules())
+        structure = {
+            "C": channels, "mlp_hidden": list(opts["hidden"]), "mlp_depth": len(opts["hidden"]),
+            "mlp_layers": opts.pop("mlp_layers"), "mlp_bias": opts["mlp_bias"], "mlp_hidden_bn": opts["mlp_bn"],
+            "closing_bn_channel": closing, "spatial_width": opts["spatial_width"],
+            "reduce_bn": opts["reduce_bn"], "reduce_relu": opts["reduce_relu"],
+            "dilated_convs": opts["dilation_conv_num"], "kernel": opts["kernel_size"],
+            "dilation": opts["dilation_val"], "padding": opts["padding"], "dilated_bn": opts["dilated_bn"],
+            "conv_bias": opts["conv_bias"], "closing_bn_spatial": closing,
+            "bn_momentum": momenta(layers, modules),
+        }
+        hidden = opts["hidden"]
+        fingerprint = {"C": channels, "r": channels // hidden[0] if hidden else None,
+                       "dilated_convs": opts["dilation_conv_num"],
+                       "dilation": opts["dilation_val"] if opts["dilation_conv_num"] else None,
+                       "closing_bn": closing}
+        return Reading(channels, opts, layers, structure, fingerprint, notes)
+
+    @staticmethod
+    def _read_mlp(mlp: list[harness.Call], bn_of: dict[str, str], channels: int, layers: dict[str, str],
+                  problems: list[str]) -> dict[str, Any]:
+        if not mlp:
+            problems.append("no channel MLP (a Linear, or a 1x1 conv on the pooled map, reading "
+                            f"{channels} channels)")
+            return {"hidden": (), "mlp_bias": True, "mlp_bn": True, "mlp_layers": None, "closing_channel": None}
+        sizes = [widths(c.module) for c in mlp]
+        chain = all(a[1] == b[0] for a, b in zip(sizes, sizes[1:]))
+        if not chain or sizes[0][0] != channels or sizes[-1][1] != channels:
+            problems.append("the channel MLP's layers do not chain from C back to C: "
+                            + ", ".join(describe_layer(c) for c in mlp))
+        names = [c.name for c in mlp]
+        bias = uniform([c.module.bias is not None for c in mlp], "biases", names, problems)
+        hidden_bn = uniform([c.name in bn_of for c in mlp[:-1]], "hidden BatchNorms", names[:-1], problems)
+        kinds = sorted({"Linear" if hasattr(c.module, "in_features") else "1x1 conv" for c in mlp})
+        for i, c in enumerate(mlp):
+            ours = CH + (f"gate_c_fc_{i}" if i < len(mlp) - 1 else "gate_c_fc_final")
+            layers[c.name] = ours
+            if c.name in bn_of:
+                layers[bn_of[c.name]] = CH + (f"gate_c_bn_{i + 1}" if i < len(mlp) - 1 else "gate_c_bn_final")
+        return {"hidden": tuple(s[1] for s in sizes[:-1]), "mlp_bias": bias,
+                "mlp_bn": bool(hidden_bn) if hidden_bn is not None else True,
+                "mlp_layers": " and ".join(kinds), "closing_channel": mlp[-1].name in bn_of}
+
+    @staticmethod
+    def _read_spatial(convs: list[harness.Call], bn_of: dict[str, str], relu_after: set[str], relus_seen: bool,
+                      channels: int, layers: dict[str, str], problems: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"spatial_width": None, "reduce_bn": True, "reduce_relu": True,
+                               "dilation_conv_num": 0, "dilation_val": None, "kernel_size": 3, "padding": None,
+                               "dilated_bn": True, "conv_bias": True, "closing_spatial": None}
+        if not convs or convs[0].module.in_channels != channels or tuple(convs[0].module.kernel_size) != (1, 1):
+            problems.append(f"no spatial branch starting with a 1x1 conv reading {channels} channels"
+                            + (f" (found {describe_layer(convs[0])})" if convs else ""))
+            return out
+        reduce, final, dilated = convs[0], convs[-1], convs[1:-1]
+        width = reduce.module.out_channels
+        if len(convs) < 2 or final.module.out_channels != 1 or tuple(final.module.kernel_size) != (1, 1):
+            problems.append("the spatial branch does not end in a 1x1 conv to one map"
+                            + (f" (found {describe_layer(final)})" if len(convs) > 1 else ""))
+        for c in dilated:
+            m = c.module
+            if (m.in_channels, m.out_channels) != (width, width) or tuple(m.stride) != (1, 1):
+                problems.append(describe_layer(c) + f": not a dilated conv {width}->{width} of stride 1")
+        for c in convs:
+            if tuple(c.module.stride) != (1, 1) or c.module.groups != 1:
+                problems.append(describe_layer(c) + ": strided or grouped")
+        names = [c.name for c in dilated]
+        kernel = uniform([int(c.module.kernel_size[0]) for c in dilated], "kernel sizes", names, problems) or 3
+        dilation = uniform([int(c.module.dilation[0]) for c in dilated], "dilations", names, problems)
+        pads = [c.module.padding for c in dilated]
+        pads = [dilation * (kernel - 1) // 2 if p == "same" else int(p[0]) for p in pads] if dilation else []
+        padding = uniform(pads, "paddings", names, problems)
+        if any(c.module.kernel_size[0] != c.module.kernel_size[1] for c in dilated):
+            problems.append("a dilated conv with a non-square kernel")
+        out.update(
+            spatial_width=int(width), reduce_bn=reduce.name in bn_of,
+            reduce_relu=reduce.name in relu_after if relus_seen else True,
+            dilation_conv_num=len(dilated), dilation_val=dilation, kernel_size=kernel, padding=padding,
+            dilated_bn=bool(uniform([c.name in bn_of for c in dilated], "dilated BatchNorms", names, problems)
+                            if dilated else True),
+            conv_bias=uniform([c.module.bias is not None for c in convs], "conv biases",
+                              [c.name for c in convs], problems),
+            closing_spatial=final.name in bn_of)
+        layers[reduce.name] = SP + "gate_s_conv_reduce0"
+        if reduce.name in bn_of:
+            layers[bn_of[reduce.name]] = SP + "gate_s_bn_reduce0"
+        for i, c in enumerate(dilated):
+            layers[c.name] = SP + f"gate_s_conv_di_{i}"
+            if c.name in bn_of:
+                layers[bn_of[c.name]] = SP + f"gate_s_bn_di_{i}"
+        layers[final.name] = SP + "gate_s_conv_final"
+        if final.name in bn_of:
+            layers[bn_of[final.name]] = SP + "gate_s_bn_final"
+        return out
+
+    def specs(self, reading: Reading) -> list[Spec]:
+        o = reading.options
+        closing = o["closing_bn"]
+        combines = ("sum", "product") if closing else ("product", "sum")
+        specs = []
+        for pooling in ("global", "window"):
+            for residual in (True, False):
+                for combine in combines:
+                    named = name_of(closing, combine, pooling, _inner_bn(o))
+                    label = (named or f"{combine}{' with' if closing else ' without'} closing BNs") \
+                        + ("" if residual else ", residual outside") \
+                        + ("" if pooling == "global" or named else ", H x H window")
+                    specs.append(Spec(label, {"combine": combine, "pooling": pooling, "residual": residual}, named))
+        return specs
+
+    def refuse(self, reading: Reading, variant: str) -> str:
+        has, closing = SPECS[variant].closing_bn, reading.options["closing_bn"]
+        if has != closing:
+            return (f"verify.bam: variant {variant!r} {'has' if has else 'has no'} closing BatchNorms, "
+                    f"the module {'has' if closing else 'has none'}")
+        return (f"verify.bam: variant {variant!r} does not fit the module's structure (BatchNorms inside "
+                f"the branches: {'yes' if _inner_bn(reading.options) else 'no'})")
+
+    def indistinct(self, a: Spec, b: Spec) -> bool:
+        """The H x H window and the global average agree on square maps."""
+        keep = ("combine", "residual")
+        return all(a.options[k] == b.options[k] for k in keep)
+
+    def build(self, reading: Reading, spec: Spec) -> BAM:
+        o = {**reading.options, **spec.options}
+        return BAM(reading.channels, 1, o.pop("dilation_conv_num"), o.pop("dilation_val"), "paper", **o)
+
+    def describe(self, reading: Reading, spec: Spec) -> dict[str, Any]:
+        return {**reading.structure, "channel_pool": POOLING_TEXT[spec.options["pooling"]],
+                "combine": spec.options["combine"], "residual": RESIDUAL_TEXT[spec.options["residual"]]}
+
+    def references(self, reading: Reading) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+        paper = {"mlp_depth": 1, "mlp_layers": "Linear", "mlp_bias": True, "mlp_hidden_bn": True,
+                 "closing_bn_channel": True, "channel_pool": POOLING_TEXT["global"], "reduce_bn": True,
+                 "reduce_relu": True, "dilated_convs": 2, "kernel": 3, "dilation": 4, "padding": 4,
+                 "dilated_bn": True, "conv_bias": True, "closing_bn_spatial": True, "bn_momentum": 0.1,
+                 "combine": "sum", "residual": RESIDUAL_TEXT[True]}
+        released = {**paper, "closing_bn_channel": False, "closing_bn_spatial": False,
+                    "channel_pool": POOLING_TEXT["window"], "combine": "product"}
+        structure = reading.structure
+        labels = dict(LABELS)
+        if structure["dilated_convs"] == 0:  # no dilated conv: its kernel, dilation, padding are moot
+            for key in ("kernel", "dilation", "padding", "dilated_bn"):
+                labels.pop(key)
+        return paper, released, labels
 
 
-def _place_by_structure(twin: Any, channels: int, probe: np.ndarray) -> dict[str, str]:
-    """Their layer names -> minibam's, from the layer types, shapes and call order."""
-    torch = harness.import_torch()
-    layers = harness.layers_with_parameters(twin)
-    placed: dict[str, str] = {}
-    order = harness.call_order(twin, probe)
-    problems = [f"{n} (never called)" for n in layers if n not in order]
-    hidden, dilated, last = None, 0, None
-    for name in order:
-        m, ours = layers[name], None
-        if isinstance(m, torch.nn.Linear):
-            if m.in_features == channels and CH + "gate_c_fc_0" not in placed.values():
-                ours, hidden = CH + "gate_c_fc_0", m.out_features
-            elif m.out_features == channels and m.in_features == hidden:
-                ours = CH + "gate_c_fc_final"
-        elif isinstance(m, torch.nn.Conv2d):
-            if tuple(m.kernel_size) == (1, 1) and m.in_channels == channels and m.out_channels != 1:
-                ours = SP + "gate_s_conv_reduce0"
-            elif tuple(m.kernel_size) == (3, 3) and m.in_channels == m.out_channels:
-                ours, dilated = SP + f"gate_s_conv_di_{dilated}", dilated + 1
-            elif tuple(m.kernel_size) == (1, 1) and m.out_channels == 1:
-                ours = SP + "gate_s_conv_final"
-        elif harness.is_batch_norm(m) and last is not None:
-            ours = _BN_AFTER.get(last, last.replace("_conv_di_", "_bn_di_"))
-        if ours is None or ours in placed.values():
-            problems.append(f"{name} ({type(m).__name__})")
-            continue
-        placed[name] = ours
-        last = ours if not harness.is_batch_norm(m) else None
-    if problems:
-        raise ValueError("verify.bam: cannot place these layers of the module among BAM's: "
-                         + ", ".join(problems) + "; pass key_map={their_name: minibam_name}")
-    return {f"{name}.{k}": f"{placed[name]}.{k}" for name in placed for k in _local_keys(layers[name])}
+def _inner_bn(options: dict[str, Any]) -> bool:
+    return bool(options["mlp_bn"] or options["reduce_bn"]
+                or (options["dilated_bn"] and options["dilation_conv_num"] > 0))
 
 
-def _structure(names: dict[str, str], state: Mapping[str, np.ndarray], channels: int) -> tuple[int, int, bool]:
-    """(hidden, dilated convs, closing BN) from the placed names; ValueError listing any
-    key that does not fit minibam's BAM of that structure."""
-    values = list(names.values())
-    duplicates = sorted({v for v in values if values.count(v) > 1})
-    if duplicates:
-        raise ValueError("verify.bam: cannot place the module's parameters; placed twice: "
-                         + ", ".join(f"{v} (from {', '.join(k for k in names if names[k] == v)})" for v in duplicates))
-    ours = {v: state[k] for k, v in names.items()}
-    fc0 = ours.get(CH + "gate_c_fc_0.weight")
-    if fc0 is None or fc0.ndim != 2 or fc0.shape[1] != channels or channels % fc0.shape[0]:
-        raise ValueError(f"verify.bam: no channel_att.gate_c.gate_c_fc_0.weight of shape (C/r, {channels}) "
-                         f"among the module's keys ({', '.join(sorted(names)[:6])}, ...); pass key_map")
-    hidden, dilated = fc0.shape[0], 0
-    while f"{SP}gate_s_conv_di_{dilated}.weight" in ours:
-        dilated += 1
-    closing = CH + "gate_c_bn_final.weight" in ours or SP + "gate_s_bn_final.weight" in ours
-    expected = build(SPECS["paper" if closing else "official"], channels, channels // hidden, dilated, 1).state_dict()
-    unplaced = sorted(k for k, v in names.items() if v not in expected)
-    missing = sorted(set(expected) - set(ours))
-    wrong = sorted(k for k, v in names.items() if v in expected and np.shape(state[k]) != expected[v].shape)
-    if unplaced or missing or wrong:
-        parts = [f"{label}: {', '.join(keys)}" for label, keys in (
-            ("not a BAM key", unplaced), ("BAM keys missing", missing),
-            ("wrong shape", wrong)) if keys]
-        raise ValueError("verify.bam: cannot place the module's parameters; " + "; ".join(parts))
-    return hidden, dilated, closing
-
-
-def place(twin: Any, channels: int, key_map: Mapping[str, str] | None,
-          probe: np.ndarray) -> tuple[dict[str, str], str]:
-    """Their state_dict keys -> minibam's, and how they were found."""
-    return harness.place("verify.bam", twin, key_map,
-                         lambda names, state: _structure(names, state, channels),
-                         lambda: _place_by_structure(twin, channels, probe))
-
-
-def _divergence(steps: list[tuple[str, str, Any]], order: list[str], rows: list[Any]) -> tuple[str, str]:
-    """Where a failing case first departs, and why it is said so."""
-    for what, ours, row in steps:
-        if not row.passed:
-            if what == "input":
-                return previous_step(ours, order), (
-                    f"the input of {ours} differs, max rel {row.max_rel:.1e}, while the layers before agree")
-            return ours, f"its output differs, max rel {row.max_rel:.1e}, while its input agrees"
-    failed = [r for r in rows if not r.passed]
-    if any(r.name.endswith(" y") for r in failed):
-        return "combine", "every layer agrees; the output differs only after the branches are combined"
-    layers = [r.name.split(" ", 2)[-1] for r in failed if ".weight" in r.name or ".bias" in r.name]
-    for name in reversed(order):
-        if any(key.startswith(f"grad.{name}.") for key in layers):
-            return name, "the forward pass agrees everywhere; this layer's gradient differs (a backward bug)"
-    return "combine", "the forward pass agrees; the input gradient differs"
+KIND = _BamKind()
 
 
 def bam(module: Any, variant: str = "auto", shapes: Sequence[Sequence[int]] | None = None,
         training: Sequence[bool] = (True, False), dtype: str = "float64", dilation_val: int = 4,
         key_map: Mapping[str, str] | None = None, seed: int = 0) -> Report:
-    """Check a PyTorch BAM against minibam's known variants (see ``docs/verify.md``).
-
-    Works on a deep copy with random parameters and batch-norm buffers; for each shape
-    and mode compares the output, the input gradient under a random upstream gradient,
-    every parameter gradient and the buffers after the pass. ``ValueError`` for input
-    that cannot be checked (unplaceable keys, wrong output shape, bad arguments). A
-    module that raises on a legal input is a wrong module: a failed report whose
-    ``raised`` names the case and the exception.
+    """Check a PyTorch BAM (see ``docs/verify.md``): read its structure from its layers,
+    build minibam's ``nn.BAM`` of that structure with its weights (on a copy, with random
+    parameters and batch-norm buffers), and compare the output, the input gradient under a
+    random upstream gradient, every parameter gradient and the buffers after the pass, for
+    each shape and mode. ``report.passed``: the module computes what its structure says;
+    ``report.deviations``: how that structure differs from the paper and the released
+    code. ``ValueError`` for a module whose structure cannot be read (naming its layers)
+    or bad arguments. A module that raises on a legal input fails, ``raised`` naming the
+    case and the exception.
     """
-    start = time.perf_counter()
-    try:
-        return _bam(module, variant, shapes, training, dtype, dilation_val, key_map, seed, start)
-    except harness.ModuleRaised as raised:  # before any variant could be compared
-        return raised_report("BAM", raised, VARIANTS, dtype, time.perf_counter() - start)
-
-
-def _bam(module: Any, variant: str, shapes: Sequence[Sequence[int]] | None, training: Sequence[bool],
-         dtype: str, dilation_val: int, key_map: Mapping[str, str] | None, seed: int,
-         start: float) -> Report:
-    modes, shapes = harness.checked_arguments("verify.bam", variant, tuple(SPECS), dtype, training,
-                                              shapes, seed)
-    twin = harness.working_copy(module, dtype)
-    inferred = _infer_channels(twin)
-    if shapes and inferred is not None and len(shapes[0]) == 4 and shapes[0][1] != inferred:
-        raise ValueError(f"verify.bam: shape {shapes[0]} has C={shapes[0][1]}, the module takes "
-                         f"C={inferred} (its channel MLP is Linear({inferred}, ...))")
-    channels = int(shapes[0][1]) if shapes else inferred
-    if channels is None:
-        raise ValueError("verify.bam: cannot tell C from the module (no Linear(C, C/r) with its "
-                         "Linear(C/r, C)); pass shapes=[(N, C, H, W)]")
-    shapes = [tuple(int(v) for v in s) for s in (shapes or default_shapes(channels))]
-    for s in shapes:
-        if len(s) != 4 or s[1] != channels or min(s) < 1 or (True in modes and s[0] < 2):
-            raise ValueError(f"verify.bam: shape {s} must be (N, C={channels}, H, W) with N >= 2 in training mode")
-    probe = np.zeros((2, channels, 8, 8))
-    names, how = place(twin, channels, key_map, probe)
-    state = harness.numpy_state(twin)
-    hidden, dilated, closing = _structure(names, state, channels)
-    layer_names = {k.rsplit(".", 1)[0]: v.rsplit(".", 1)[0] for k, v in names.items()}
-    ours_to_theirs = {v: k for k, v in layer_names.items()}
-    notes = []
-    conv = dict(twin.named_modules()).get(ours_to_theirs.get(SP + "gate_s_conv_di_0", ""))
-    if conv is not None and getattr(conv, "dilation", None) is not None and int(conv.dilation[0]) != dilation_val:
-        notes.append(f"the module's dilated convs use dilation {int(conv.dilation[0])}; "
-                     f"checked with it, not dilation_val={dilation_val}")
-        dilation_val = int(conv.dilation[0])
-    fingerprint = {"C": channels, "r": channels // hidden, "dilated_convs": dilated,
-                   "dilation": dilation_val if dilated else None, "closing_bn": closing, "names": how}
-    if variant != "auto" and SPECS[variant].closing_bn != closing:
-        raise ValueError(f"verify.bam: variant {variant!r} {'has' if SPECS[variant].closing_bn else 'has no'} "
-                         f"closing BatchNorms, the module {'has' if closing else 'has none'}")
-    candidates = [SPECS[variant]] if variant != "auto" else [v for v in KNOWN if v.closing_bn == closing]
-
-    rng = np.random.default_rng(seed)
-    harness.randomise(twin, rng)
-    state = harness.numpy_state(twin)
-    buffer_keys = {k for k, _ in twin.named_buffers()}
-    their_buffers = {k: v for k, v in state.items() if k in buffer_keys}
-    our_state = {names[k]: v for k, v in state.items()}
-    our_buffers = {names[k]: v for k, v in their_buffers.items()}
-    modules = dict(twin.named_modules())
-    bn_settings = {ours: (modules[theirs].eps, modules[theirs].momentum)
-                   for theirs, ours in layer_names.items() if harness.is_batch_norm(modules[theirs])}
-    order = harness.call_order(twin, probe)
-    rtol, atol = default_tolerance(np.float64 if dtype == "float64" else np.float32)
-
-    cases, first_raise = harness.run_cases(twin, shapes, modes, seed, dtype, their_buffers, notes)
-
-    results = [_try(spec, channels, hidden, dilated, dilation_val, bn_settings, our_state, our_buffers,
-                    cases, names, layer_names, order, rtol, atol, dtype) for spec in candidates]
-    passing = [c for c in results if c.passed]
-    if len(passing) > 1:
-        notes.append("the shapes cannot tell apart: " + ", ".join(c.name for c in passing))
-    best = passing[0] if passing else max(results, key=lambda c: (c.steps_agreeing, len(c.rows) - c.failed,
-                                                                  -candidates.index(SPECS[c.name])))
-    return Report("BAM", bool(passing), passing[0].name if passing else None, best.name,
-                  best.first_divergence, best.rows, VARIANTS, fingerprint, results,
-                  best.divergence_detail, notes, dtype, time.perf_counter() - start,
-                  str(first_raise or ""), first_raise.traceback if first_raise else "")
-
-
-def _try(spec: Variant, channels: int, hidden: int, dilated: int, dilation_val: int,
-         bn_settings: dict[str, tuple[float, Any]], our_state: dict[str, np.ndarray],
-         our_buffers: dict[str, np.ndarray], cases: list[tuple], names: dict[str, str],
-         layer_names: dict[str, str], order: list[str], rtol: float, atol: float,
-         dtype: str) -> Candidate:
-    """Every case against one known variant (in float64; for a float32 check also in
-    float32, to measure the round-off a correct float32 module has)."""
-    def make(precision: Any) -> Any:
-        model = build(spec, channels, channels // hidden, dilated, dilation_val)
-        for name, m in model.named_modules():
-            if isinstance(m, (BatchNorm1d, BatchNorm2d)) and name in bn_settings:
-                m.eps, m.momentum = bn_settings[name]
-        model.load_state_dict(our_state, strict=True)
-        return model.to(precision)
-
-    model = make(np.float64)
-    low_model = make(np.float32) if dtype == "float32" else None
-    candidate = Candidate(spec.name, [])
-    for label, x, dy, mode, theirs in cases:
-        if theirs is None:  # the module raised: right only where this variant raises too
-            _, _, h, w = x.shape
-            expected = spec.pooling == "window" and not h <= w < 2 * h
-            candidate.rows.append(compare(f"{label} forward raised{' (as this variant does)' if expected else ''}",
-                                          np.array(0.0 if expected else np.nan), np.array(0.0)))
-            continue
-        if spec.pooling == "window" and not x.shape[2] <= x.shape[3] < 2 * x.shape[2]:
-            candidate.rows.append(compare(f"{label} forward ran where this variant raises",
-                                          np.array(np.nan), np.array(0.0)))
-            continue
-        ours = run_variant(model, spec, x, dy, mode, our_buffers)
-        low = None if low_model is None else run_variant(
-            low_model, spec, x.astype(np.float32), dy.astype(np.float32), mode, our_buffers)
-        rows = harness.compare_runs(label, theirs, ours, rtol, atol, names, low)
-        steps = harness.step_rows(theirs, ours, order, layer_names, rtol, atol)
-        candidate.rows += rows
-        agreeing = 0
-        for _, _, row in steps:
-            if not row.passed:
-                break
-            agreeing += 1
-        candidate.steps_agreeing += agreeing
-        if candidate.first_divergence is None and not all(r.passed for r in rows):
-            where, why = _divergence(steps, list(ours.steps), rows)
-            candidate.first_divergence, candidate.divergence_detail = where, f"{why}; in {label}"
-    return candidate
+    return check(KIND, module, variant, shapes, training, dtype, key_map, seed, default_shapes,
+                 {"dilation_val": dilation_val})

@@ -13,10 +13,11 @@ torch is imported by the functions that need it, never at module import.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import operator
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,64 +173,190 @@ class Run:
     steps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def rename(who: str, keys: Sequence[str], key_map: Mapping[str, str]) -> dict[str, str]:
-    """Their state_dict keys -> renamed by ``key_map`` (whole keys or module prefixes)."""
-    used: set[str] = set()
-    out = {}
-    for key in keys:
-        parts, new = key.split("."), key
-        for i in range(len(parts), 0, -1):
-            prefix = ".".join(parts[:i])
-            if prefix in key_map:
-                new = ".".join([key_map[prefix], *parts[i:]])
-                used.add(prefix)
-                break
-        out[key] = new
-    unused = sorted(set(key_map) - used)
-    if unused:
-        raise ValueError(f"{who}: key_map names keys the module does not have: {', '.join(unused)}")
-    return out
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """The modes a check needs, whatever the caller's, restored on exit: PyTorch records
+    gradients (even inside ``torch.no_grad()`` or ``torch.inference_mode()``), minibam
+    records a graph (even inside ``mb.no_grad()``), and minibam's global random generator
+    is left as it was (building minibam's modules draws initial weights from it)."""
+    from minibam import _config
+    from minibam import random as mb_random
 
-
-def place(who: str, twin: Any, key_map: Mapping[str, str] | None,
-          check: Callable[[dict[str, str], Arrays], Any],
-          by_structure: Callable[[], dict[str, str]]) -> tuple[dict[str, str], str]:
-    """Their state_dict keys -> minibam's, and how they were found: through ``key_map``
-    when one is given, else the authors' names as they are, else ``by_structure()``.
-    ``check(names, state)`` raises ``ValueError`` listing the keys it cannot place."""
-    state = numpy_state(twin)
-    if key_map is not None:
-        names = rename(who, list(state), key_map)
-        check(names, state)
-        return names, "key_map"
-    names = {k: k for k in state}
+    torch = import_torch()
+    generator = mb_random.generator()
+    saved = generator.bit_generator.state
+    grad_mode = _config._mode.grad_enabled
+    _config._mode.grad_enabled = True
     try:
-        check(names, state)
-        return names, "the authors' names"
-    except ValueError:
-        names = by_structure()
-        check(names, state)
-        return names, "structure (layer types, shapes and call order)"
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        _config._mode.grad_enabled = grad_mode
+        generator.bit_generator.state = saved
+        mb_random._generator = generator
 
 
-def call_order(module: Any, x: np.ndarray) -> list[str]:
-    """Names of the parameterised layers of ``module`` in the order a forward pass calls
-    them (a pass in eval mode without gradients, on a throwaway copy)."""
+def input_channels(module: Any) -> int | None:
+    """C of an attention module: the most channels any Linear or Conv2d layer reads
+    (its channel MLP's first layer and its spatial branch's reduction read all C)."""
+    torch = import_torch()
+    widths = [m.in_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    widths += [m.in_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    return int(max(widths)) if widths else None
+
+
+@dataclass
+class Call:
+    """One call of a layer in a forward pass: its dotted name, the module, and the shapes
+    of its first input and its output."""
+
+    name: str
+    module: Any
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    has_parameters: bool
+
+
+def trace(module: Any, shapes: Sequence[Sequence[int]]) -> list[Call]:
+    """Every call of a leaf layer (and of every layer owning parameters) in one forward
+    pass, in order: eval mode, no gradients, on a throwaway copy, on the first of
+    ``shapes`` the module runs on (`ModuleRaised` for the first if it runs on none)."""
+    first_error = None
+    for shape in shapes:
+        try:
+            return _trace(module, shape)
+        except ModuleRaised as error:
+            first_error = first_error or error
+    raise first_error
+
+
+def _trace(module: Any, shape: Sequence[int]) -> list[Call]:
     torch = import_torch()
     twin = copy.deepcopy(module).eval()
-    layers = layers_with_parameters(twin)
-    order: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: order.append(name))
-               for name, m in layers.items()]
+    owners = layers_with_parameters(twin)
+    calls: list[Call] = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(mod: Any, inputs: Any, output: Any) -> None:
+            first = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
+            calls.append(Call(name, mod, _shape(torch, first), _shape(torch, output), name in owners))
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in twin.named_modules()
+               if name and (name in owners or next(m.children(), None) is None)]
+    x = np.random.default_rng(0).standard_normal(tuple(shape)) + 0.2
     try:
         with torch.no_grad():
             twin(torch.as_tensor(x, dtype=next(twin.parameters()).dtype))
     except Exception as error:  # on a legal input: a finding, reported as a failure
-        raise ModuleRaised(case_label(False, x.shape), error) from None
+        raise ModuleRaised(case_label(False, shape), error) from None
     finally:
         for h in handles:
             h.remove()
-    return order
+    return calls
+
+
+def _shape(torch: Any, value: Any) -> tuple[int, ...]:
+    return tuple(value.shape) if torch.is_tensor(value) else ()
+
+
+_SHAPE_ONLY = ("Flatten", "Unflatten", "Dropout", "Dropout2d")
+
+
+def before(calls: Sequence[Call], name: str) -> str:
+    """What feeds layer ``name`` in the user's forward pass, in their names: the
+    parameter-free layer called just before it in the same part of the module (an
+    activation, a pool), else the part of the module that holds ``name``."""
+    first = next(i for i, c in enumerate(calls) if c.name == name)
+    top = name.split(".")[0]
+    for c in reversed(calls[:first]):
+        if type(c.module).__name__ in _SHAPE_ONLY:
+            continue
+        if not c.has_parameters and c.name.split(".")[0] == top:
+            return c.name
+        break
+    return top
+
+
+def apply_key_map(who: str, twin: Any, layers: dict[str, str], key_map: Mapping[str, str]) -> None:
+    """Place the layers ``key_map`` names ({their layer: minibam's layer}) as it says, over
+    what the structure said. ``ValueError`` for names the module does not have, and for
+    two layers placed on one."""
+    owners = layers_with_parameters(twin)
+    unknown = sorted(k for k in key_map if k not in owners)
+    if unknown:
+        raise ValueError(f"{who}: key_map names keys the module does not have: {', '.join(unknown)}")
+    layers.update(key_map)
+    values = list(layers.values())
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise ValueError(f"{who}: cannot place the module's layers; placed twice: " + ", ".join(
+            f"{v} (from {', '.join(k for k in layers if layers[k] == v)})" for v in twice))
+
+
+def load_into(who: str, model: Any, twin: Any, state: Arrays, layers: Mapping[str, str]) -> dict[str, str]:
+    """Copy the working copy's parameters and buffers (``state``) into minibam's ``model``
+    through ``layers`` (their layer -> ours), reshaped to minibam's shapes (a 1x1 conv's
+    weight fills a Linear's), and each batch norm's eps and momentum; return their
+    state_dict keys -> ours. ``ValueError`` naming, in the user's keys, what does not fit."""
+    ours_state = model.state_dict()
+    names = {k: f"{layers[k.rsplit('.', 1)[0]]}.{k.rsplit('.', 1)[1]}" for k in state
+             if k.rsplit(".", 1)[0] in layers}
+    problems = [f"{k} (minibam's {model.__class__.__name__} of this structure has no {v})"
+                for k, v in names.items() if v not in ours_state]
+    problems += [f"{k} has shape {tuple(state[k].shape)}, minibam's {v} {tuple(ours_state[v].shape)}"
+                 for k, v in names.items() if v in ours_state and state[k].size != ours_state[v].size]
+    unread = sorted(k for k in state if k not in names)
+    missing = sorted(set(ours_state) - set(names.values()))
+    if unread:
+        problems.append("not placed: " + ", ".join(unread))
+    if missing:
+        problems.append("minibam's module of this structure also needs " + ", ".join(missing))
+    if problems:
+        raise ValueError(f"{who}: cannot place the module's parameters: " + "; ".join(problems))
+    model.load_state_dict({v: state[k].reshape(ours_state[v].shape) for k, v in names.items()}, strict=True)
+    theirs = dict(twin.named_modules())
+    ours = dict(model.named_modules())
+    for their, our in layers.items():
+        if is_batch_norm(theirs[their]):
+            ours[our].eps, ours[our].momentum = theirs[their].eps, theirs[their].momentum
+    return names
+
+
+def run_minibam(model: Any, recorded: set[str], x: np.ndarray, dy: np.ndarray, training: bool,
+                buffers_before: Arrays) -> Run:
+    """Forward and backward of minibam's ``model`` from ``buffers_before``; ``steps``
+    holds the input and output of each layer in ``recorded`` at its first call (what the
+    user's forward hooks see), caught by wrapping those layers' ``forward``."""
+    from minibam.tensor import Tensor
+
+    model.load_state_dict(buffers_before, strict=False)
+    model.train(training)
+    for p in model.parameters():
+        p.grad = None
+    steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    modules = dict(model.named_modules())
+
+    def recorder(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+        def record(value: Any, *rest: Any) -> Any:
+            out = forward(value, *rest)
+            steps.setdefault(name, (np.array(value.data), np.array(out.data)))
+            return out
+        return record
+
+    wrapped = [modules[n] for n in recorded if n in modules]
+    for m in wrapped:  # an instance attribute shadows the class's forward, for this run only
+        object.__setattr__(m, "forward", recorder(next(k for k, v in modules.items() if v is m), m.forward))
+    try:
+        xt = Tensor(x, requires_grad=True)
+        y = model(xt)
+        y.backward(dy)
+    finally:
+        for m in wrapped:
+            m.__dict__.pop("forward", None)
+    grads = {k: p.grad.copy() if p.grad is not None else np.zeros(p.shape) for k, p in model.named_parameters()}
+    buffers = {k: np.array(v.data if isinstance(v, Tensor) else v) for k, v in model.named_buffers()}
+    return Run(y.data.copy(), xt.grad.copy(), grads, buffers, steps)
 
 
 def run_torch(module: Any, x: np.ndarray, dy: np.ndarray, training: bool,
@@ -283,9 +410,9 @@ def _noise(low: np.ndarray | None, exact: np.ndarray) -> float:
 
 def compare_runs(label: str, theirs: Run, ours: Run, rtol: float, atol: float,
                  names: dict[str, str], ours_low: Run | None = None) -> list[Row]:
-    """Rows for one case: ``y``, ``dx``, ``grad.<name>`` for every parameter and
-    ``after.<name>`` for every buffer; ``names`` maps their state_dict names to ours, and
-    rows use ours. Gradients share the case's scale (the zero-by-construction rule).
+    """Rows for one case, in the user's names: ``y``, ``dx``, ``grad.<their key>`` for every
+    parameter and ``after.<their key>`` for every buffer; ``names`` maps their state_dict
+    keys to ours. Gradients share the case's scale (the zero-by-construction rule).
     ``ours_low``: the same run of ours in float32, whose distance from ``ours`` is the
     round-off allowance of a float32 check (``compare``'s ``noise``)."""
     def low(kind: str, name: str = "") -> np.ndarray | None:
@@ -294,36 +421,36 @@ def compare_runs(label: str, theirs: Run, ours: Run, rtol: float, atol: float,
         return getattr(ours_low, kind) if not name else getattr(ours_low, kind).get(name)
 
     grad_pairs = [("dx", theirs.dx, ours.dx, low("dx"))]
-    grad_pairs += [(f"grad.{names[k]}", g, ours.grads[names[k]], low("grads", names[k]))
-                   for k, g in theirs.grads.items()]
+    grad_pairs += [(f"grad.{k}", g.reshape(ours.grads[names[k]].shape), ours.grads[names[k]],
+                    low("grads", names[k])) for k, g in theirs.grads.items() if k in names]
     scale = largest(pair[2] for pair in grad_pairs)
     rows = [compare(f"{label} y", theirs.y, ours.y, rtol, atol, noise=_noise(low("y"), ours.y))]
     rows += [compare(f"{label} {n}", a, e, rtol, atol, case_scale=scale, noise=_noise(lo, e))
              for n, a, e, lo in grad_pairs]
     for k, b in theirs.buffers.items():
+        if k not in names:  # a layer the forward pass never calls
+            continue
         expected = ours.buffers[names[k]]
         exact = b.dtype.kind in "iu"
-        rows.append(compare(f"{label} after.{names[k]}", b.reshape(expected.shape), expected,
+        rows.append(compare(f"{label} after.{k}", b.reshape(expected.shape), expected,
                             0.0 if exact else rtol, 0.0 if exact else atol,
                             noise=0.0 if exact else _noise(low("buffers", names[k]), expected)))
     return rows
 
 
-def step_rows(theirs: Run, ours: Run, order: Sequence[str], names: dict[str, str],
+def step_rows(theirs: Run, ours: Run, order: Sequence[str], layers: Mapping[str, str],
               rtol: float, atol: float) -> list[tuple[str, str, Row]]:
-    """For each hooked layer in ``order`` (their names) that ``names`` maps to one of
-    ``ours.steps``: ("input" | "output", our layer name, Row)."""
+    """For each of the user's layers in call ``order`` that ``layers`` maps to one of
+    ``ours.steps``: ("input" | "output", their layer name, Row)."""
     rows = []
     for their in order:
-        ours_name = names.get(their)
+        ours_name = layers.get(their)
         if their not in theirs.steps or ours_name not in ours.steps:
             continue
         for i, what in enumerate(("input", "output")):
             a, e = theirs.steps[their][i], ours.steps[ours_name][i]
-            if a.size != e.size:
-                rows.append((what, ours_name, compare(what, np.full(e.shape, np.nan), e, rtol, atol)))
-            else:
-                rows.append((what, ours_name, compare(what, a.reshape(e.shape), e, rtol, atol)))
+            a = a.reshape(e.shape) if a.size == e.size else np.full(e.shape, np.nan)
+            rows.append((what, their, compare(what, a, e, rtol, atol)))
     return rows
 
 

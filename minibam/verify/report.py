@@ -59,6 +59,8 @@ class Report:
     seconds: float = 0.0
     raised: str = ""  # the first case where the module raised: "train (4,16,8,8): RuntimeError: ..."
     raised_traceback: str = ""
+    structure: dict[str, Any] = field(default_factory=dict)  # what the module is, read from its layers
+    deviations: list[dict[str, Any]] = field(default_factory=list)  # how it differs from paper / released
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,13 +70,18 @@ class Report:
             "dtype": self.dtype, "notes": self.notes,
             "candidates": {c.name: c.summary() for c in self.candidates},
             "rows": [r.to_dict() for r in self.rows], "seconds": round(self.seconds, 3),
-            "raised": self.raised or None,
+            "raised": self.raised or None, "structure": self.structure, "deviations": self.deviations,
         }
 
     def headline(self) -> str:
-        if self.passed:
+        both = sum(d.get("differs_from") == "both" for d in self.deviations)
+        deviating = f"; {both} deviation(s) from both the paper and the released code" if both else ""
+        if self.passed and self.variant is not None:
             return (f"PASS: the module is {self.module} variant {self.variant!r} "
-                    f"({self.descriptions.get(self.variant or '', '')})")
+                    f"({self.descriptions.get(self.variant or '', '')}){deviating}")
+        if self.passed:
+            return (f"PASS: the module computes what its own structure says (no named variant; "
+                    f"closest {self.closest!r}){deviating}")
         if self.variant is not None:  # matched, but a known mistake (verify.cbam's port bugs)
             return (f"FAIL: the module is the known {self.module} port bug {self.variant!r} "
                     f"({self.descriptions.get(self.variant, '')})")
@@ -95,7 +102,8 @@ class Report:
         lines = [f"verify.{self.module.lower()}: {self.headline()}"]
         if self.raised and not self.passed and self.closest is not None:
             lines.append(f"  the module raised: {self.raised}")
-        w = worst(self.rows)
+        # a case where a module raised has no numbers to show: "the module raised" says it
+        w = worst([r for r in self.rows if " forward r" not in r.name])
         if w is not None:
             what = "worst" if all(r.passed for r in self.rows) else "worst offender"
             lines.append(f"  {what}: {w.name}, max rel {w.max_rel:.1e}, {w.mismatched} of {w.size} "
@@ -105,6 +113,12 @@ class Report:
                          + (f" ({self.divergence_detail})" if self.divergence_detail else ""))
         if self.fingerprint:
             lines.append("  fingerprint: " + ", ".join(f"{k}={v}" for k, v in self.fingerprint.items()))
+        lines += [f"  deviation: {d['what']}" for d in self.deviations if d.get("differs_from") == "both"]
+        for side, other in (("paper", "released code"), ("released code", "paper")):
+            like = [d["what"].split(":", 1)[0] for d in self.deviations
+                    if d.get("differs_from") == ("released" if side == "paper" else "paper")]
+            if like:
+                lines.append(f"  as the {side}, unlike the {other}: " + "; ".join(like))
         if len(self.candidates) > 1:
             tried = []
             for c in self.candidates:
