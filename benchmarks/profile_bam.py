@@ -33,8 +33,8 @@ try:
     import minibam  # noqa: F401
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minibam.checks.bam import random_bam  # noqa: E402
 from minibam.function import Function  # noqa: E402
+from minibam.modules.bam import random_bam  # noqa: E402
 from minibam.tensor import Tensor  # noqa: E402
 
 SPENT: collections.Counter[str] = collections.Counter()

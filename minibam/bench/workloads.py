@@ -76,7 +76,7 @@ def _module_step(module: Any, twin: Callable[[Any], Any], spec: dict[str, Any], 
 
 
 def _bam_step(spec: dict[str, Any], torch: Any) -> Step:
-    from minibam.checks.bam import random_bam
+    from minibam.modules.bam import random_bam
 
     channels = spec["shape"][1]
     bam = random_bam(channels, min(spec.get("reduction", 16), channels), variant=spec.get("variant", "paper"),
@@ -85,7 +85,7 @@ def _bam_step(spec: dict[str, Any], torch: Any) -> Step:
 
 
 def _cbam_step(spec: dict[str, Any], torch: Any) -> Step:
-    from minibam.checks.cbam import random_cbam
+    from minibam.modules.cbam import random_cbam
 
     channels = spec["shape"][1]
     cbam = random_cbam(channels, min(spec.get("reduction", 16), channels), seed=spec.get("seed", 0),

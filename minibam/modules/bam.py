@@ -4,7 +4,7 @@ Options: ``variant`` ("paper" or "official", read off the closing batch norms),
 ``reduction_ratio`` (C / the channel MLP's hidden width), ``dilation_conv_num`` (the
 ``gate_s_conv_di_{i}`` layers) and ``dilation_val`` (not visible in any shape: a reference
 case stores it, or ``compare --dilation`` says it). A comparison may also ask for the
-authors' released pooling (``pooling="window"``), which `WindowPooledGate` gives.
+authors' released pooling (``nn.BAM(..., pooling="window")``).
 """
 
 from __future__ import annotations
@@ -16,21 +16,11 @@ import numpy as np
 
 from minibam.modules import Config, Description, Option, at_least
 from minibam.nn import BAM, Module
-from minibam.nn.bam import VARIANTS, ChannelGate
-from minibam.tensor import Tensor
+from minibam.nn.bam import VARIANTS
 
 _FC0 = "channel_att.gate_c.gate_c_fc_0.weight"
 _CLOSING_BN = ("channel_att.gate_c.gate_c_bn_final.weight", "spatial_att.gate_s.gate_s_bn_final.weight")
 MAX_DILATION = 8  # the dilations a hint tries when the case does not store its own
-
-
-class WindowPooledGate(ChannelGate):
-    """The channel branch of the authors' released code on an H x W map with H <= W < 2H:
-    ``avg_pool2d`` with kernel H averages only the top-left H x H window. Only the pooled
-    input differs; the layers (and their state_dict names) are ChannelGate's."""
-
-    def channel_map(self, x: Tensor) -> Tensor:
-        return super().channel_map(x[:, :, :, : x.shape[2]])
 
 
 class BamDescription(Description):
@@ -49,12 +39,8 @@ class BamDescription(Description):
     extra_options = ("pooling",)
 
     def construct(self, channels: int, options: Mapping[str, Any]) -> Module:
-        bam = BAM(channels, options["reduction_ratio"], options["dilation_conv_num"],
-                  options["dilation_val"], options["variant"])
-        if options.get("pooling", "global") == "window":
-            bam.channel_att = WindowPooledGate(channels, options["reduction_ratio"],
-                                               variant=options["variant"])
-        return bam
+        return BAM(channels, options["reduction_ratio"], options["dilation_conv_num"],
+                   options["dilation_val"], options["variant"], pooling=options.get("pooling", "global"))
 
     def manual_pair(self, config: Config) -> tuple[Callable[..., Any], Callable[..., Any]]:
         from minibam import manual
