@@ -300,3 +300,30 @@ def test_citation_names_minibam_bam_and_cbam() -> None:
         assert paper["year"] == 2018
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "## How to cite" in readme and "1807.06514" in readme and "1807.06521" in readme
+
+
+def test_notebooks_page_shows_what_notebook_6_printed(site: Path) -> None:
+    """docs/notebooks.md inserts notebook 6's summary at build time: the page must show
+    exactly what the executed notebook printed, line by line (tests/test_prose_numbers.py)."""
+    page = html.unescape((site / "notebooks.html").read_text(encoding="utf-8"))
+    assert "notebook_output(" not in page, "a placeholder was left in the built page"
+    notebook = RUN_NOTEBOOKS.fresh_copy(ROOT / "notebooks" / "06_cluttered_digits.ipynb")
+    if notebook is None:
+        pytest.skip("no fresh executed copy of notebook 6 to compare with")
+    cell = next(c for c in notebook.cells if c.cell_type == "code" and c.source.startswith("# summary:"))
+    printed = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
+    text = re.sub(r"<[^>]+>", "", page)
+    missing = [line for line in printed.splitlines() if line.strip() and line.strip() not in text]
+    assert not missing, f"notebooks.html does not show these printed lines: {missing}"
+
+
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_notebook_pages_show_no_skipped_oracle_or_progress_wall(page: str, site: Path) -> None:
+    """Every published notebook shows its PyTorch comparison, and no progress bar."""
+    source = html.unescape((site / page).read_text(encoding="utf-8"))
+    assert "not installed, skipping" not in source and "PyTorch not installed" not in source, (
+        f"{page} was built without PyTorch (pip install torch==2.13.0; scripts/build_docs.sh does)")
+    stderr_blocks = re.findall(r'data-mime-type="application/vnd\.jupyter\.stderr".*?</pre>', source, re.S)
+    lines = sum(block.count("\n") for block in stderr_blocks)
+    assert lines <= 2 * len(NOTEBOOK_PAGES), f"{page} shows {lines} lines of stderr"
+    assert "celltoolbar" not in source or "cell-tag" not in source, f"{page} shows cell tags"
