@@ -23,6 +23,7 @@
    with what the cell of that notebook whose first line is ``# summary: ...`` printed in
    this build's execution, so the page shows the numbers the current code gives
    (tests/test_prose_numbers.py checks the built page against the executed notebook).
+   ``{{ command_output("minibam check") }}`` does the same for what a command prints.
 6. **Pages that read cleanly.** The build refuses to run the notebooks without PyTorch,
    whose comparisons they print (``MINIBAM_DOCS_WITHOUT_TORCH=1`` builds anyway, for a
    quick preview); docs/stylesheets/extra.css keeps notebook outputs on their lines.
@@ -37,6 +38,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -255,10 +257,35 @@ def _executed_notebook(name: str):
     return run_notebooks.executed(path)[0]
 
 
+_COMMAND_OUTPUT = re.compile(r'\{\{\s*command_output\("minibam ([\w -]*)"\)\s*\}\}')
+
+
+def command_output(args: str) -> str:
+    """What ``minibam ARGS`` prints, run from this checkout; kept in build/executed/commands/
+    and run again only when minibam's code, the arguments or Python change (as the notebooks)."""
+    digest = hashlib.sha256(args.encode())
+    digest.update(run_notebooks.fingerprint(Path(__file__)).encode())  # minibam's sources, Python
+    cache = run_notebooks.CACHE / "commands" / f"{digest.hexdigest()[:16]}.txt"
+    if cache.is_file():
+        return cache.read_text(encoding="utf-8")
+    code = f"import sys; from minibam.cli import main; sys.exit(main({args.split()!r}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=run_notebooks.kernel_env(),
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PluginError(f"minibam {args} failed:\n{result.stdout}\n{result.stderr}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(result.stdout, encoding="utf-8")
+    return result.stdout
+
+
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
-    if "notebook_output(" not in markdown:
-        return markdown
-    return insert_outputs(markdown, _executed_notebook)
+    if "command_output(" in markdown:
+        markdown = _COMMAND_OUTPUT.sub(
+            lambda m: f"```console\n$ minibam {m.group(1)}\n{command_output(m.group(1)).rstrip()}\n```",
+            markdown)
+    if "notebook_output(" in markdown:
+        markdown = insert_outputs(markdown, _executed_notebook)
+    return markdown
 
 
 _BUNDLE = re.compile(r'<script src="[^"]*assets/javascripts/bundle\.[^"]*"></script>')
