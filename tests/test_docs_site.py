@@ -327,7 +327,8 @@ def test_notebook_pages_show_no_skipped_oracle_or_progress_wall(page: str, site:
     assert outputs, f"{page}: no printed output found (has the page layout changed?)"
     skipped = [o.strip()[:120] for o in outputs if re.search(r"(PyTorch|torch)\b.*not installed", o)]
     assert not skipped, f"{page} was built without PyTorch (scripts/build_docs.sh installs it): {skipped}"
-    stderr = re.findall(r'data-mime-type="application/vnd\.jupyter\.stderr"[^>]*>(.*?)</div>', source, re.S)
+    stderr = re.findall(r'<div [^>]*data-mime-type="application/vnd\.jupyter\.stderr"[^>]*>(.*?)</div>',
+                        source, re.S)
     lines = sum(block.count("\n") for block in stderr)
     assert lines <= 5, f"{page} shows {lines} lines of stderr (a progress bar?)"
     assert not re.search(r'class="[^"]*\bcell-tag\b', source), f"{page} shows cell tags"
