@@ -3,10 +3,15 @@
 # docstring mkdocstrings cannot render is an error. Also checks that every docs page and
 # section the code cites ("docs/derivations/conv.md, "Backward"") exists.
 #
-#   bash scripts/build_docs.sh                 # creates .venv with the docs and notebooks extras, builds site/
+#   bash scripts/build_docs.sh                 # creates .venv with the docs and notebooks extras
+#                                              # (PyTorch 2.13.0, CPU, included), builds site/
 #   DOCS_PYTHON=/path/to/python bash scripts/build_docs.sh   # use an interpreter that has them
 #
 # Then open site/index.html in a browser: the site works from disk with no network.
+# The notebooks compare minibam with PyTorch, so the build needs the pinned PyTorch
+# (torch==2.13.0, a CPU build, in the notebooks extra): without it the build stops rather
+# than publish "not installed, skipping" (MINIBAM_DOCS_WITHOUT_TORCH=1 builds anyway, for
+# a quick local preview). Graphviz's `dot` draws the autograd graphs live when present.
 # The build executes every notebook (2 at a time) unless a fresh executed copy exists
 # (scripts/run_notebooks.py), and takes MathJax and Mermaid from the npm registry once, with
 # npm, into build/docs-vendor/ (scripts/mkdocs_hooks.py).

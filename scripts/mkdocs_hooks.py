@@ -18,6 +18,15 @@
    notebooks by their paths in the repository (../docs/symbols.md); in the site those
    become the pages' own addresses, and a notebook's table of contents the ids its
    headings really have.
+5. **Measured numbers inserted, not typed.** A docs page may hold
+   ``{{ notebook_output("06_cluttered_digits", "summary") }}``: the build replaces it
+   with what the cell of that notebook whose first line is ``# summary: ...`` printed in
+   this build's execution, so the page shows the numbers the current code gives
+   (tests/test_prose_numbers.py checks the built page against the executed notebook).
+   ``{{ command_output("minibam check") }}`` does the same for what a command prints.
+6. **Pages that read cleanly.** The build refuses to run the notebooks without PyTorch,
+   whose comparisons they print (``MINIBAM_DOCS_WITHOUT_TORCH=1`` builds anyway, for a
+   quick preview); docs/stylesheets/extra.css keeps notebook outputs on their lines.
 """
 
 from __future__ import annotations
@@ -25,9 +34,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -151,10 +162,23 @@ def on_config(config: MkDocsConfig) -> MkDocsConfig:
     return config
 
 
+def _require_torch() -> None:
+    """The notebooks print their comparisons with PyTorch; a site without them says
+    "not installed, skipping" on every notebook page, so the build stops instead."""
+    if os.environ.get("MINIBAM_DOCS_WITHOUT_TORCH") == "1":
+        return
+    if importlib.util.find_spec("torch") is None:
+        raise PluginError(
+            "the notebooks compare minibam with PyTorch, which is not installed in the build's "
+            "Python: pip install torch==2.13.0 (the notebooks extra has it; scripts/build_docs.sh "
+            "installs it), or set MINIBAM_DOCS_WITHOUT_TORCH=1 for a preview without it")
+
+
 @event_priority(100)  # before mkdocs-jupyter wraps every .ipynb into a page
 def on_files(files: Files, config: MkDocsConfig) -> Files:
     for uri, path in vendored_files().items():
         files.append(File.generated(config, uri, abs_src_path=str(path)))
+    _require_torch()
     try:
         executed = run_notebooks.execute_all(run_notebooks.notebooks())
     except Exception as error:  # nbclient's CellExecutionError names the cell and traceback
@@ -199,6 +223,69 @@ def on_page_context(context: dict, page: Page, config: MkDocsConfig, nav) -> dic
     for entry, heading_id in zip(entries, ids):
         entry.id = heading_id
     return context
+
+
+_NOTEBOOK_OUTPUT = re.compile(r'\{\{\s*notebook_output\("([\w-]+)",\s*"([\w -]+)"\)\s*\}\}')
+
+
+def cell_output(notebook, marker: str) -> str:
+    """The text printed (stdout) by the one code cell whose first line is ``# marker:``."""
+    cells = [c for c in notebook.cells if c.cell_type == "code"
+             and c.source.lstrip().startswith(f"# {marker}:")]
+    if len(cells) != 1:
+        raise PluginError(f"expected one code cell starting '# {marker}:', found {len(cells)}")
+    text = "".join(o.get("text", "") for o in cells[0].outputs
+                   if o.output_type == "stream" and o.name == "stdout")
+    if not text.strip():
+        raise PluginError(f"the cell '# {marker}:' printed nothing")
+    return text.rstrip("\n")
+
+
+def insert_outputs(markdown: str, notebook_for) -> str:
+    """Replace every ``{{ notebook_output("NAME", "MARKER") }}`` with a text block of what
+    that notebook's cell printed; ``notebook_for(NAME)`` gives the executed notebook."""
+    def block(match: re.Match) -> str:
+        name, marker = match.groups()
+        return "```text\n" + cell_output(notebook_for(name), marker) + "\n```"
+    return _NOTEBOOK_OUTPUT.sub(block, markdown)
+
+
+def _executed_notebook(name: str):
+    path = run_notebooks.NOTEBOOKS / f"{name}.ipynb"
+    if not path.is_file():
+        raise PluginError(f"notebook_output: there is no notebooks/{name}.ipynb")
+    return run_notebooks.executed(path)[0]
+
+
+_COMMAND_OUTPUT = re.compile(r'\{\{\s*command_output\("minibam ([\w -]*)"\)\s*\}\}')
+
+
+def command_output(args: str) -> str:
+    """What ``minibam ARGS`` prints, run from this checkout; kept in build/executed/commands/
+    and run again only when minibam's code, the arguments or Python change (as the notebooks)."""
+    digest = hashlib.sha256(args.encode())
+    digest.update(run_notebooks.fingerprint(Path(__file__)).encode())  # minibam's sources, Python
+    cache = run_notebooks.CACHE / "commands" / f"{digest.hexdigest()[:16]}.txt"
+    if cache.is_file():
+        return cache.read_text(encoding="utf-8")
+    code = f"import sys; from minibam.cli import main; sys.exit(main({args.split()!r}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=run_notebooks.kernel_env(),
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PluginError(f"minibam {args} failed:\n{result.stdout}\n{result.stderr}")
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(result.stdout, encoding="utf-8")
+    return result.stdout
+
+
+def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
+    if "command_output(" in markdown:
+        markdown = _COMMAND_OUTPUT.sub(
+            lambda m: f"```console\n$ minibam {m.group(1)}\n{command_output(m.group(1)).rstrip()}\n```",
+            markdown)
+    if "notebook_output(" in markdown:
+        markdown = insert_outputs(markdown, _executed_notebook)
+    return markdown
 
 
 _BUNDLE = re.compile(r'<script src="[^"]*assets/javascripts/bundle\.[^"]*"></script>')

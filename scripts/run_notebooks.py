@@ -78,7 +78,43 @@ def kernel_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(pythonpath)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(var, "1")
+    # A progress bar is for a person at a terminal; on a page it is a wall of stderr.
+    env["TQDM_DISABLE"] = "1"
     return env
+
+
+def _last_progress_line(text: str) -> str:
+    """The last state of a progress bar: what a terminal would show once it finished."""
+    lines = [line for chunk in text.split("\n") for line in chunk.split("\r")]
+    last = next((line for line in reversed(lines) if line.strip()), "")
+    return last + "\n" if last else ""
+
+
+def tidy(notebook: Any) -> Any:
+    """Make an executed notebook read cleanly as a page, in place.
+
+    - A stderr stream that redraws itself with carriage returns (a progress bar) keeps
+      only its final line; repeated stderr outputs of one cell are merged first, so a
+      bar drawn in many pieces leaves one line, not one per piece.
+    - Cell tags are build instructions, not content: they are removed, so no page shows
+      them.
+    """
+    for cell in notebook.cells:
+        cell.metadata.pop("tags", None)
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for output in cell.outputs:
+            is_stderr = output.output_type == "stream" and output.name == "stderr"
+            if is_stderr and outputs and outputs[-1].output_type == "stream" and outputs[-1].name == "stderr":
+                outputs[-1].text += output.text
+            else:
+                outputs.append(output)
+        for output in outputs:
+            if output.output_type == "stream" and output.name == "stderr" and "\r" in output.text:
+                output.text = _last_progress_line(output.text)
+        cell.outputs = [o for o in outputs if not (o.output_type == "stream" and not o.text)]
+    return notebook
 
 
 def execute(path: Path) -> Any:
@@ -99,6 +135,7 @@ def execute(path: Path) -> Any:
     )
     start = time.perf_counter()
     client.execute(env=kernel_env())
+    tidy(notebook)
     seconds = round(time.perf_counter() - start, 1)
     notebook.metadata[METADATA_KEY] = {"fingerprint": fingerprint_before, "seconds": seconds}
     target = copy_path(path)

@@ -255,7 +255,7 @@ def test_batch_of_two_normalises_to_plus_minus_sqrt_v_over_v_plus_eps() -> None:
 def test_shapes_decide_the_matmul_gradient_only_when_sizes_differ() -> None:
     """linear.md: for distinct sizes only Ybar B^T has A's shape; for square ones, wrong products do too."""
     rng = np.random.default_rng(3)
-    rows, inner, cols = 2, 3, 4  # I, K, J of the page
+    rows, inner, cols = 2, 3, 4  # n_1, n_2, n_3 of the page
     A, B, Y_bar = rng.standard_normal((rows, inner)), rng.standard_normal((inner, cols)), rng.standard_normal((rows, cols))
     operands = {"Y": Y_bar, "YT": Y_bar.T, "B": B, "BT": B.T}
     shaped = [(a, b) for a, b in itertools.product(operands, repeat=2)
@@ -312,3 +312,75 @@ def test_bam_scales_every_feature_by_a_factor_between_1_and_2(combine: str) -> N
     dy = rng.standard_normal(x.shape)
     direct = dy * factor
     assert np.all(np.abs(direct) >= np.abs(dy)) and np.any(direct < dy)
+
+
+# ---------------------------------------------------------------------------------------
+# derivations/cbam.md, "Log-sum-exp pooling" and "Ties"
+# ---------------------------------------------------------------------------------------
+
+
+def test_log_sum_exp_can_equal_the_maximum() -> None:
+    """cbam.md: max <= lse, not <: equal on a 1x1 plane, and in floating point whenever
+    the other terms fall below the maximum's rounding (lse([2, -50]) == 2 exactly)."""
+    one_pixel = mb.Tensor(np.array([[[[1.5]]]]))
+    assert F.global_lse_pool2d(one_pixel).data.item() == 1.5
+    plane = mb.Tensor(np.array([[[[2.0, -50.0]]]]))
+    assert F.global_lse_pool2d(plane).data.item() == 2.0
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3, 4, 5))
+    y = F.global_lse_pool2d(mb.Tensor(x)).data.reshape(2, 3)
+    top = x.max(axis=(2, 3))
+    assert np.all(top <= y) and np.all(y <= top + np.log(20))
+
+
+@pytest.mark.parametrize("ties", [2, 3, 4])
+def test_central_difference_gives_half_to_every_tied_maximum(ties: int) -> None:
+    """cbam.md: at a tie, the central difference gives ybar / 2 to each tied element,
+    whatever the number of ties: the even split only for a two-way tie."""
+    x = np.zeros((1, 1, 1, 6))
+    x[..., :ties] = 1.0
+    x[..., ties:] = -1.0
+    delta = 1e-6
+
+    def loss(values: np.ndarray) -> float:
+        return F.global_max_pool2d(mb.Tensor(values)).data.sum()
+
+    differences = []
+    for i in range(ties):
+        step = np.zeros_like(x)
+        step[..., i] = delta
+        differences.append((loss(x + step) - loss(x - step)) / (2 * delta))
+    assert np.allclose(differences, 0.5, atol=1e-9)
+    assert (sum(differences) == pytest.approx(1.0)) == (ties == 2)
+
+
+# ---------------------------------------------------------------------------------------
+# derivations/index.md and notebook 1: what limits a central difference
+# ---------------------------------------------------------------------------------------
+
+
+def test_round_off_not_truncation_dominates_at_the_usual_step() -> None:
+    """index.md: the truncation error is of order Delta^2, but at Delta = 1e-6 in float64
+    the round-off of the two evaluations, of order u |L| / Delta, is the larger one."""
+    x, delta = 0.7, 1e-6
+    exact = np.cos(x)
+    error = abs((np.sin(x + delta) - np.sin(x - delta)) / (2 * delta) - exact)
+    truncation = delta**2 / 6 * abs(np.cos(x))   # the Taylor term of the central difference
+    round_off = 2.0**-53 * abs(np.sin(x)) / delta
+    assert truncation < 1e-12 < round_off
+    assert error > 10 * truncation       # what is left is round-off, not Delta^2
+    assert error < 10 * round_off
+
+
+# ---------------------------------------------------------------------------------------
+# notebook 4, "Attention maps on real images": a batch of two through a batch norm
+# ---------------------------------------------------------------------------------------
+
+
+def test_batch_of_two_is_near_plus_minus_one_only_when_v_is_much_larger_than_eps() -> None:
+    """notebook 4: with m = 2 the normalised values are +-sqrt(v/(v+eps)): close to 1 for
+    v >> eps, far from it for v of the order of eps (not "close to -1 and +1 whatever")."""
+    for spread, near_one in ((1.0, True), (3e-3, False)):
+        x = np.array([[0.0], [spread]])
+        y = F.batch_norm(mb.Tensor(x), np.zeros(1), np.ones(1), training=True).data
+        assert (abs(abs(y[0, 0]) - 1) < 1e-4) == near_one

@@ -300,3 +300,44 @@ def test_citation_names_minibam_bam_and_cbam() -> None:
         assert paper["year"] == 2018
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "## How to cite" in readme and "1807.06514" in readme and "1807.06521" in readme
+
+
+def test_notebooks_page_shows_what_notebook_6_printed(site: Path) -> None:
+    """docs/notebooks.md inserts notebook 6's summary at build time: the page must show
+    exactly what the executed notebook printed, line by line (tests/test_prose_numbers.py)."""
+    page = html.unescape((site / "notebooks.html").read_text(encoding="utf-8"))
+    assert "notebook_output(" not in page, "a placeholder was left in the built page"
+    notebook = RUN_NOTEBOOKS.fresh_copy(ROOT / "notebooks" / "06_cluttered_digits.ipynb")
+    if notebook is None:
+        pytest.skip("no fresh executed copy of notebook 6 to compare with")
+    cell = next(c for c in notebook.cells if c.cell_type == "code" and c.source.startswith("# summary:"))
+    printed = "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout")
+    text = re.sub(r"<[^>]+>", "", page)
+    missing = [line for line in printed.splitlines() if line.strip() and line.strip() not in text]
+    assert not missing, f"notebooks.html does not show these printed lines: {missing}"
+
+
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_notebook_pages_show_no_skipped_oracle_or_progress_wall(page: str, site: Path) -> None:
+    """Every published notebook shows its PyTorch comparison, and no progress bar."""
+    source = (site / page).read_text(encoding="utf-8")
+    # What the cells printed (not their code, which names the messages it could print).
+    outputs = [html.unescape(re.sub(r"<[^>]+>", "", block)) for block in re.findall(
+        r'<div class="jp-RenderedText jp-OutputArea-output[^"]*"[^>]*>(.*?)</div>', source, re.S)]
+    assert outputs, f"{page}: no printed output found (has the page layout changed?)"
+    skipped = [o.strip()[:120] for o in outputs if re.search(r"(PyTorch|torch)\b.*not installed", o)]
+    assert not skipped, f"{page} was built without PyTorch (scripts/build_docs.sh installs it): {skipped}"
+    stderr = re.findall(r'<div [^>]*data-mime-type="application/vnd\.jupyter\.stderr"[^>]*>(.*?)</div>',
+                        source, re.S)
+    lines = sum(block.count("\n") for block in stderr)
+    assert lines <= 5, f"{page} shows {lines} lines of stderr (a progress bar?)"
+    assert not re.search(r'class="[^"]*\bcell-tag\b', source), f"{page} shows cell tags"
+
+
+def test_no_page_shows_an_unfilled_placeholder(site: Path) -> None:
+    """The build fills every {{ notebook_output(...) }} and {{ command_output(...) }}."""
+    left = [str(p.relative_to(site)) for p in site.rglob("*.html")
+            if re.search(r"\{\{\s*(?:notebook|command)_output\(", p.read_text(encoding="utf-8"))]
+    assert not left, f"pages with unfilled placeholders: {left}"
+    page = html.unescape((site / "getting-started.html").read_text(encoding="utf-8"))
+    assert re.search(r"all \d+ checks passed", page), "getting-started.html lacks minibam check's output"

@@ -1,7 +1,7 @@
 """The teaching notebooks: committed without outputs, and each runs top to bottom.
 
 Executing them needs the ``notebooks`` extra (nbclient, nbformat, ipykernel, matplotlib,
-scikit-learn, tqdm). Without it the execution tests are skipped on a developer's
+scikit-learn). Without it the execution tests are skipped on a developer's
 machine. Under CI (the ``CI`` environment variable set) a missing package is an error
 instead, so CI cannot go green without running every notebook.
 
@@ -30,7 +30,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 STRIP = ROOT / "scripts" / "strip_notebooks.py"
 EXPECTED = ["01_autograd", "02_im2col_conv", "03_batchnorm", "04_bam", "05_training",
             "06_cluttered_digits", "07_bam_vs_cbam"]
-EXECUTION_NEEDS = ("nbformat", "nbclient", "ipykernel", "matplotlib", "sklearn", "tqdm")
+EXECUTION_NEEDS = ("nbformat", "nbclient", "ipykernel", "matplotlib", "sklearn")
 _spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
 RUN_NOTEBOOKS = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(RUN_NOTEBOOKS)
