@@ -86,12 +86,10 @@ def test_both_forms_stay_within_the_bound_the_page_states(dtype) -> None:
 
 
 def _factorises():
-    """``minibam.ops.attention.factorises`` as (mc, ms, dtype) -> bool, if it exists."""
-    try:
-        from minibam.ops.attention import factorises
-    except ImportError:
-        return None
-    return lambda mc, ms, dtype: factorises(mc, ms, dtype)
+    """``minibam.backends.combine.factorises``: when the fast path takes the factorised form."""
+    from minibam.backends.combine import factorises
+
+    return factorises
 
 
 @pytest.mark.skipif(not WIDE, reason="long double is no wider than float64 here")
