@@ -83,6 +83,7 @@ def _combine_fault(swap_rules: bool = False, swap_outputs: bool = False, **fault
 
 COMBINE = Exercise(
     name="bam_combine_backward",
+    own=("minibam.ops.attention:BamCombine", "minibam.manual"),
     title="BAM's combination step, both variants",
     doc=COMBINE_DOC,
     intro=(
@@ -221,6 +222,7 @@ WHOLE_DOC = "derivations/bam.md#the-whole-backward-in-order"
 
 WHOLE = Exercise(
     name="bam_backward",
+    own=("minibam.manual",),
     title="The whole BAM backward, by hand",
     doc=WHOLE_DOC,
     intro=(

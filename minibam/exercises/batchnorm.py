@@ -93,6 +93,7 @@ def _fault(**fault: bool):
 
 BACKWARD = Exercise(
     name="batch_norm_backward",
+    own=("minibam.ops.norm:BatchNorm", "minibam.manual"),
     title="Batch norm backward in training mode",
     doc=TRAINING_DOC,
     intro=(
@@ -177,6 +178,7 @@ def _running_fault(**fault: bool):
 
 RUNNING = Exercise(
     name="batch_norm_running_stats",
+    own=("minibam.ops.norm:BatchNorm",),
     title="Batch norm's running statistics",
     doc=RUNNING_DOC,
     intro=(

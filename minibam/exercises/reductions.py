@@ -78,6 +78,7 @@ def _mean_not_divided(grad: np.ndarray, shape: tuple, axis: Any, keepdims: bool,
 
 REDUCE = Exercise(
     name="reduce_backward",
+    own=("minibam.ops.reduce:Sum", "minibam.ops.reduce:Mean"),
     title="Sum and mean over axes, with and without keepdims",
     doc="derivations/reductions.md#sum",
     intro=(
@@ -155,6 +156,7 @@ def _divides_by_batch(grad: np.ndarray, x_shape: tuple) -> np.ndarray:
 
 GAP = Exercise(
     name="global_avg_pool2d_backward",
+    own=("minibam.ops.pool:GlobalAvgPool2d",),
     title="Global average pooling backward, for any H and W",
     doc=POOL_DOC,
     intro=(
