@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from minibam.cli import main
 from minibam.exercises import EXERCISES, check, find, run_check
-from minibam.exercises.grading import find_submissions, only_checks
+from minibam.exercises.grader import find_submissions, only_checks
 from minibam.exercises.workbook import WORKBOOK, write_workbook
 from minibam.function import Context, Function
 
@@ -346,14 +346,14 @@ def test_a_hanging_submission_is_cut_off_at_the_timeout_and_runs_in_its_folder(w
     })
     (hang.parent / "helper.py").write_text((SOLUTIONS / "unbroadcast.py").read_text())
     start = time.perf_counter()
-    done = minibam("grade", str(hang), "--timeout", "4", "--json")
+    done = minibam("grade", str(hang.parent), "--timeout", "4", "--json")
     elapsed = time.perf_counter() - start
     assert done.returncode == 1 and "Traceback" not in done.stdout + done.stderr
     rows = {r["exercise"]: r for r in json.loads(done.stdout)}
     assert rows["unbroadcast"]["passed"]
     assert "timed out" in rows["Div"]["reason"] and "4 s" in rows["Div"]["reason"]
-    assert "not graded" in rows["matmul_backward"]["reason"]
-    assert elapsed < 4 + 10
+    assert "not implemented yet" in rows["matmul_backward"]["reason"]  # a fresh worker, graded
+    assert elapsed < 4 + 15
 
 
 def test_only_check_cells_are_skipped_by_the_grader():

@@ -20,7 +20,7 @@ def _seconds(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minibam.exercises.grading import grade
+    from minibam.exercises.grader import grade
 
     start = time.perf_counter()
     try:
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from minibam.exercises.grading import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
+    from minibam.exercises.grader import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 
     parser = commands.add_parser(
         "grade", help="grade student workbooks (one row per student and exercise)",

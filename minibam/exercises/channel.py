@@ -153,14 +153,29 @@ def pack(message: dict[str, Any], arrays: list[bytes]) -> bytes:
     return MAGIC + struct.pack(">Q", len(body)) + body
 
 
-def send(fd: int, message: dict[str, Any], values: dict[str, Any] | None = None) -> None:
-    """Write one frame: ``message`` (plain JSON) with ``values`` encoded into it."""
+def send(fd: int, message: dict[str, Any], values: dict[str, Any] | None = None,
+         deadline: float | None = None) -> None:
+    """Write one frame: ``message`` (plain JSON) with ``values`` encoded into it. With a
+    ``deadline`` (for a non-blocking ``fd``), ``TimeoutError`` when the reader stops
+    reading; ``EOFError`` when it is gone."""
     arrays: list[bytes] = []
     message = {**message, **{k: encode(v, arrays) for k, v in (values or {}).items()}}
-    data = memoryview(pack(message, arrays))
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]
+    write_all(fd, pack(message, arrays), deadline)
+
+
+def write_all(fd: int, data: bytes, deadline: float | None = None) -> None:
+    view = memoryview(data)
+    while view:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise TimeoutError
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+        except BrokenPipeError:
+            raise EOFError from None
 
 
 class Reader:
