@@ -528,7 +528,8 @@ class Session:
         passed, reason = self._grade(exercise)
         flag = self.p["flags"].get(exercise.name)
         if flag is not None:
-            passed, reason = False, f"not counted: {flag} ({'its answers are right' if passed else reason})"
+            right = passed or reason.endswith("(its answers are right)")
+            passed, reason = False, f"not counted: {flag}" + (" (its answers are right)" if right else f"; {reason}")
         return passed, one_line(reason)
 
     def _grade(self, exercise: Exercise) -> tuple[bool, str]:

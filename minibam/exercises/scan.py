@@ -23,6 +23,10 @@ from minibam.exercises.core import Exercise
 
 ALLOWED_EXERCISES = {"minibam.exercises", "minibam.exercises.check"}  # the workbook's own import
 DYNAMIC = {"__import__", "importlib", "exec", "eval"}
+# Ways into the worker's own machinery (to make it report what the student did not do).
+TAMPER_MODULES = ("minibam.exercises.worker", "minibam.exercises.calling", "minibam.exercises.channel",
+                  "gc", "ctypes")
+TAMPER_ATTRS = {"__globals__", "f_globals", "f_back", "__code__", "modules", "setprofile", "getprofile"}
 
 
 def _imports(tree: ast.AST, bound: dict[str, str], names: set[str]) -> None:
@@ -60,6 +64,8 @@ def _chains(tree: ast.AST, bound: dict[str, str]) -> set[str]:
 
 def _dynamic(tree: ast.AST, names: set[str]) -> set[str]:
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id in DYNAMIC}
+    used |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr in TAMPER_ATTRS}
+    used |= {m for m in TAMPER_MODULES if any(n == m or n.startswith(m + ".") for n in names)}
     if "importlib" in {n.partition(".")[0] for n in names}:
         used.add("importlib")
     if any(isinstance(n, ast.Constant) and isinstance(n.value, str) and "exercise_solutions" in n.value
@@ -146,15 +152,18 @@ def flags(cells: list[tuple[str, str]], exercises: tuple[Exercise, ...]) -> dict
     found: dict[str, str] = {}
     trees = [(label.rpartition("[")[2].rstrip("]") or label, _parse(source)) for label, source in cells]
     bound: dict[str, str] = {}
+    origin: dict[str, str] = {}  # which cell bound each name
     for where, tree in trees:
         if tree is None:
             continue
         names: set[str] = set()
+        before = dict(bound)
         _imports(tree, bound, names)
+        origin |= {k: where for k, v in bound.items() if before.get(k) != v}
         dynamic = _dynamic(tree, names)
         if dynamic:
             why = (f"{where} uses {', '.join(sorted(dynamic))}, so the grader cannot tell whether it "
-                   f"loads minibam's own implementation")
+                   f"loads minibam's own implementation or changes the worker's report")
             for exercise in exercises:
                 found.setdefault(exercise.name, why)
         for dotted in sorted(n for n in names if _internal(n)):
@@ -162,22 +171,33 @@ def flags(cells: list[tuple[str, str]], exercises: tuple[Exercise, ...]) -> dict
                 found.setdefault(exercise.name, f"{where} imports the exercises' reference code ({dotted})")
     for exercise in exercises:
         own = _own_objects(exercise)
+        reached: list[tuple[str, str]] = []
+        if not any(_defines(tree, exercise.name) for _, tree in trees):
+            # the name itself is an import (the worker grades the notebook's own definition first)
+            for key, dotted in bound.items():
+                if key == exercise.name or key.startswith("*"):
+                    reached.append((origin.get(key, "a cell"), dotted.removesuffix("*") + exercise.name
+                                    if key.startswith("*") else dotted))
         for where, tree in trees:
-            for dotted in sorted(_reached(tree, exercise.name, bound)):
-                target = resolve(dotted) if dotted.startswith("minibam") else None
-                if target is not None and _is_own(target, *own):
-                    found.setdefault(exercise.name, f"{where} uses minibam's own implementation ({dotted})")
+            reached += [(where, dotted) for dotted in sorted(_reached(tree, exercise.name, bound))]
+        for where, dotted in reached:
+            target = resolve(dotted) if dotted.startswith("minibam") else None
+            if target is not None and _is_own(target, *own):
+                found.setdefault(exercise.name, f"{where} uses minibam's own implementation ({dotted})")
     return found
 
 
+def _defines(tree: ast.AST | None, name: str) -> bool:
+    return tree is not None and any(
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == name
+        for n in ast.walk(tree))
+
+
 def _reached(tree: ast.AST | None, name: str, bound: dict[str, str]) -> set[str]:
-    """What ``name`` is bound to, or refers to in its definition, among imported names."""
+    """What ``name``'s definition (or an assignment to it) refers to among imported names."""
     reached: set[str] = set()
     if tree is None:
         return reached
-    if name in bound:
-        reached.add(bound[name])
-    reached |= {v.removesuffix("*") + name for k, v in bound.items() if k.startswith("*")}
     for node in ast.walk(tree):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
             local = dict(bound)

@@ -33,7 +33,9 @@ MAX_TEXT = 2000
 PRELOAD = ("abc", "bisect", "cmath", "collections", "contextlib", "copy", "dataclasses", "decimal",
            "enum", "fractions", "functools", "heapq", "io", "itertools", "json", "math", "numbers",
            "operator", "pprint", "random", "re", "select", "statistics", "string", "struct",
-           "textwrap", "time", "typing", "warnings", "numpy.linalg", "numpy.random", "numpy.fft",
+           "textwrap", "time", "typing", "warnings", "signal", "subprocess", "threading", "glob",
+           "tempfile", "atexit", "shutil", "pathlib", "fnmatch", "inspect", "traceback", "errno",
+           "hashlib", "base64", "datetime", "csv", "pickle", "unittest", "doctest", "numpy.linalg", "numpy.random", "numpy.fft",
            "numpy.lib.stride_tricks")
 
 
@@ -79,10 +81,16 @@ def _confine(keep: tuple[int, ...], memory_mb: int, uid: int, gid: int) -> None:
         os.setuid(uid)
 
 
-def run_cells(cells: list[tuple[str, str]]) -> tuple[dict[str, Any], list[str]]:
-    """Execute every code cell in one namespace; returns it and one line per failed cell."""
+def run_cells(cells: list[tuple[str, str]], names: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[str]]:
+    """Execute every code cell in one namespace; returns it and one line per failed cell.
+
+    Each of ``names`` ends bound to the last function or class the notebook itself
+    defined under that name, if any: the workbook suggests ``from minibam.functional
+    import im2col, col2im`` for a later exercise, and that import must not replace the
+    student's own ``im2col`` in the grade."""
     namespace: dict[str, Any] = {"__name__": "__main__"}
     errors = []
+    own: dict[str, Any] = {}
     for label, source in cells:
         # Registered so that tracebacks can quote the student's lines.
         linecache.cache[label] = (len(source), None, source.splitlines(keepends=True), label)
@@ -90,7 +98,10 @@ def run_cells(cells: list[tuple[str, str]]) -> tuple[dict[str, Any], list[str]]:
             exec(compile(source, label, "exec"), namespace)  # noqa: S102 - the submission, confined
         except BaseException as error:  # SystemExit, KeyboardInterrupt from a cell included
             errors.append(f"{label} raised {type(error).__name__}: {_one_line(error)}")
-    return namespace, errors
+        for name in names:
+            if getattr(namespace.get(name), "__module__", None) == "__main__":
+                own[name] = namespace[name]
+    return {**namespace, **own}, errors
 
 
 def _one_line(error: BaseException) -> str:
@@ -122,7 +133,7 @@ def serve(in_fd: int, out_fd: int) -> None:
         if message.get("op") == "load":
             cells = [(str(label), str(source)) for label, source in message["cells"]]
             checker._disabled = True  # the notebook's own check() calls do nothing  # noqa: SLF001
-            namespace, errors = run_cells(cells)
+            namespace, errors = run_cells(cells, tuple(by_name))
             checker._disabled = False  # noqa: SLF001
             defined = {}
             for exercise in EXERCISES:
