@@ -92,7 +92,7 @@ for fd in range(3, 12):
         pass
 forge()
 os._exit(0)
-''' % NAMES
+''' % NAMES  # noqa: UP031 - the notebook's text
 
 PATCH = '''from minibam.exercises import checker
 from minibam.functional import im2col, col2im
@@ -131,9 +131,8 @@ _try(lambda: os.kill(os.getppid(), signal.SIGKILL))
 def unbroadcast(grad, shape):
     subprocess.Popen(["sleep", "%s"], start_new_session=True)
     return grad
-''' % (MARK, MARK, MARK)
+''' % (MARK, MARK, MARK)  # noqa: UP031 - the notebook's text
 
-HONEST_SPAWN_FREE = {"im2col": solution("im2col")}
 
 
 def sleepers() -> list[int]:
@@ -256,3 +255,20 @@ def test_names_are_escaped_in_the_text_report(tmp_path):
     assert done.returncode == 1, done.stderr
     assert not any(line.startswith("forged") for line in done.stdout.splitlines())
     assert "x\\nforged" in done.stdout
+
+
+def test_without_a_user_id_of_its_own_processes_are_still_ended(tmp_path, monkeypatch):
+    """As an ordinary user grades (root would give the worker a user id of its own): what
+    the worker starts carries the submission's token and is ended by it."""
+    from minibam.exercises import grader
+
+    monkeypatch.setattr(grader, "_same_user", True)
+    notebook(tmp_path / "room" / "spawn", stubs_except({"unbroadcast": SPAWN, "Div": solution("Div")}))
+    notebook(tmp_path / "room" / "honest", [solution("unbroadcast")])
+    rows = {(Path(r.submission).name, r.exercise): r for r in grader.grade([str(tmp_path / "room")], timeout=5)}
+    assert rows[("honest", "unbroadcast")].passed
+    assert rows[("spawn", "Div")].passed  # the worker outlived its middle process being killed
+    if os.geteuid() == 0:  # root ignores RLIMIT_NPROC: the sleeps did start, and were ended
+        assert "wrong shape" in rows[("spawn", "unbroadcast")].reason
+    time.sleep(0.2)
+    assert sleepers() == []

@@ -322,9 +322,13 @@ class Identity:
     token: str
 
 
+# Tests set this to grade as root the way an ordinary user grades (no user id of its own).
+_same_user = False
+
+
 def new_identity() -> Identity:
     token = secrets.token_hex(12)
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or _same_user:
         return Identity(-1, -1, token)
     taken = {uid for _, _, uid in _processes()}
     while True:  # a user id no process has: from 2**30 up, far above real accounts
