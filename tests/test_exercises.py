@@ -368,3 +368,108 @@ def test_grade_bad_input_is_exit_2(tmp_path, capsys):
     assert "no notebooks" in capsys.readouterr().err
     assert main(["grade", str(tmp_path), "--timeout", "0"]) == 2
     capsys.readouterr()
+
+
+# --------------------------------------------------------------------------- no false pass
+
+
+def test_a_backward_returning_a_bare_array_fails_as_the_engine_would():
+    class Sigmoid(Function):
+        @staticmethod
+        def forward(ctx, x):
+            s = 0.5 * (1 + np.tanh(0.5 * x))
+            ctx.save_for_backward(s)
+            return s
+
+        @staticmethod
+        def backward(ctx, grad):
+            (s,) = ctx.saved
+            return grad * s * (1 - s)  # not a tuple
+
+    report = run_check(find("Sigmoid"), Sigmoid)
+    assert not report.passed
+    assert "backward returned one ndarray, not a tuple" in report.problem
+
+
+def test_state_kept_on_the_class_is_caught_by_two_forwards():
+    class Div(Function):
+        @staticmethod
+        def forward(ctx, a, b):
+            Div.saved_ab = (a, b)  # on the class: a second Div node overwrites it
+            return a / b
+
+        @staticmethod
+        def backward(ctx, grad):
+            a, b = Div.saved_ab
+            return (solution("unbroadcast")(grad / b, a.shape),
+                    solution("unbroadcast")(-grad * a / b**2, b.shape))
+
+    report = run_check(find("Div"), Div)
+    assert not report.passed and report.failed_case == 1
+
+
+def test_a_mean_over_axis_none_that_is_never_divided_fails():
+    right = solution("reduce_backward")
+
+    def reduce_backward(grad, shape, axis, keepdims, op):
+        if axis is None:
+            return np.broadcast_to(grad, shape).copy()  # forgets the 1/n of a mean
+        return right(grad, shape, axis, keepdims, op)
+
+    report = run_check(find("reduce_backward"), reduce_backward)
+    assert not report.passed and report.params["axis"] is None and report.params["op"] == "mean"
+
+
+def test_an_overflow_is_named_only_when_the_form_matches():
+    class Sigmoid(Function):
+        @staticmethod
+        def forward(ctx, x):
+            s = 1 - 1 / (1 + np.exp(x))  # overflows at +1000, but ends with the right value
+            ctx.save_for_backward(s)
+            return s
+
+        @staticmethod
+        def backward(ctx, grad):
+            (s,) = ctx.saved
+            return (grad * s * (1 - s),)
+
+    report = run_check(find("Sigmoid"), Sigmoid)
+    assert not report.passed and report.mistake is None  # not "exp(x) / (1 + exp(x)) ... inf/inf"
+    text = str(report)
+    assert "FloatingPointError: overflow encountered in exp" in text
+    assert "floating-point warnings are errors here" in text and "inf / inf" not in text
+    assert run_check(find("Sigmoid"), find("Sigmoid").mistakes[1].wrong).mistake is find("Sigmoid").mistakes[1]
+
+
+def test_a_renamed_parameter_is_told_to_keep_the_stubs_names():
+    right = solution("unbroadcast")
+
+    def unbroadcast(g, shape):
+        return right(g, shape)
+
+    report = run_check(find("unbroadcast"), unbroadcast)
+    assert not report.passed
+    assert report.problem.startswith("keep the stub's argument names: yours is unbroadcast(g, shape)")
+    assert "Hint: keep the stub's function name and argument names" in str(report)
+
+    def unbroadcast(*args, **kwargs):  # noqa: F811 - accepts the names: fine
+        return right(**kwargs)
+
+    assert run_check(find("unbroadcast"), unbroadcast).passed
+
+
+def test_minibams_own_implementation_does_not_pass_check():
+    from minibam.functional import im2col
+
+    report = run_check(find("im2col"), im2col)
+    assert not report.passed and report.failed_case is None
+    assert "minibam.ops.conv.im2col" in report.reason and "its answers are right" in report.reason
+
+    def col2im(cols, input_shape, kernel_size, stride, padding, dilation):  # a wrapper
+        from minibam.functional import col2im as theirs
+
+        return theirs(cols, input_shape, kernel_size, stride, padding, dilation)
+
+    assert "minibam.ops.conv.col2im" in run_check(find("col2im"), col2im).reason
+    # using minibam's im2col inside conv2d_backward is allowed, as the exercise says
+    assert run_check(find("conv2d_backward"), solution("conv2d_backward")).passed
