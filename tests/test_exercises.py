@@ -473,3 +473,14 @@ def test_minibams_own_implementation_does_not_pass_check():
     assert "minibam.ops.conv.col2im" in run_check(find("col2im"), col2im).reason
     # using minibam's im2col inside conv2d_backward is allowed, as the exercise says
     assert run_check(find("conv2d_backward"), solution("conv2d_backward")).passed
+
+
+def test_every_own_entry_names_minibams_code():
+    """Each exercise's ``own`` entries resolve (a moved op must move here too)."""
+    from minibam.exercises.calling import own_code
+
+    for exercise in EXERCISES:
+        codes, prefixes = own_code(exercise.own)
+        wanted = sum(":" in spec for spec in exercise.own)
+        assert len(set(codes.values())) == wanted, exercise.name
+        assert len(prefixes) > sum(":" not in spec for spec in exercise.own) or not exercise.own

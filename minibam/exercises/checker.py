@@ -184,7 +184,8 @@ def problem_with(answer: dict[str, Any], expected: dict[str, Any], numeric: dict
             return f"no `{name}` in your answer (it has {', '.join(map(repr, answer)) or 'nothing'})"
         got = _as_array(answer[name])
         if got is None:
-            return f"`{name}` is a {type(answer[name]).__name__}, expected an np.ndarray"
+            kind = getattr(answer[name], "type_name", type(answer[name]).__name__)
+            return f"`{name}` is a {kind}, expected an np.ndarray"
         if got.shape != want.shape:
             return f"`{name}` has the wrong shape: yours {got.shape}, expected {want.shape}"
         if got.dtype != want.dtype:

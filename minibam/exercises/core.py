@@ -90,7 +90,8 @@ def name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
     if len(names) == 1:
         return {names[0]: result}
     if not isinstance(result, (tuple, list)):
-        raise WrongAnswer(f"returned one {type(result).__name__}, expected a tuple of "
+        kind = getattr(result, "type_name", type(result).__name__)  # channel.Foreign: its type's name
+        raise WrongAnswer(f"returned one {kind}, expected a tuple of "
                           f"{len(names)}: ({', '.join(names)})")
     if len(result) != len(names):
         raise WrongAnswer(f"returned a tuple of {len(result)}, expected {len(names)}: "
