@@ -5,7 +5,7 @@ Both places that run student code use it: the grader's worker process
 (`minibam.exercises.worker`, where the student's code is untrusted and only the raw
 return values leave the process) and ``check()`` in a notebook (where the student's
 kernel is the only process). The judge (`minibam.exercises.checker`) never calls a
-student's function itself; it reads an [`Outcome`][minibam.exercises.calling.Outcome].
+student's function itself; it reads an `Outcome`.
 
 What one call records:
 

@@ -13,7 +13,7 @@ The reader trusts nothing: the frame's length is bounded before a byte of it is 
 reads have a deadline, the header's size and depth are bounded, and an array is
 rebuilt from its header (a plain numeric dtype, shape and order checked against the
 bytes present) with ``np.frombuffer``: never ``pickle``, never an allocation larger
-than the bytes received. Anything else is a [`ProtocolError`][minibam.exercises.channel.ProtocolError].
+than the bytes received. Anything else is a `ProtocolError`.
 """
 
 from __future__ import annotations

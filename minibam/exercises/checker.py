@@ -2,7 +2,7 @@
 what is wrong, where, and (when it is a known mistake) which one.
 
 The judge never calls the student's code: it reads the
-[`Outcome`][minibam.exercises.calling.Outcome] of each case, made by
+`Outcome` of each case, made by
 `minibam.exercises.calling` (in the grader's worker process, or in the notebook's own
 kernel for ``check()``). It computes minibam's answer (``Exercise.reference``) and
 central finite differences (``Exercise.numeric``) itself and compares with minibam's one
@@ -147,11 +147,10 @@ def signature_problem(exercise: Exercise, info: dict[str, Any]) -> str | None:
     """Why a candidate described by ``describe`` cannot be the exercise's function or class."""
     names = stub_parameters(exercise)
     if names is None:
-        if info.get("kind") != "class":
-            return f"`{exercise.name}` must be a class (a Function), got a {info.get('type')}"
-        if not info.get("methods"):
-            return (f"`{exercise.name}` is not a Function class: it needs static forward(ctx, ...) "
-                    f"and backward(ctx, grad), as in the stub")
+        if info.get("kind") != "class" or not info.get("methods"):
+            return ("your function is not a Function class (it has no forward and backward): this "
+                    "exercise wants a class with static forward(ctx, ...) and backward(ctx, grad), "
+                    f"as in the stub (got a {info.get('type')})")
         return None
     if info.get("kind") != "function":
         return f"`{exercise.name}` must be a function, got a {info.get('type')}"

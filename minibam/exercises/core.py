@@ -20,7 +20,7 @@ A ``Function`` exercise (``function_class``) is a class with ``forward(ctx, ...)
 ``backward(ctx, grad)``; every other exercise is a function called with the case's
 arguments by name. ``own`` names minibam's implementations of what the exercise asks
 for (``"module:name"`` or a whole ``"module"``): a submission that uses them is flagged.
-[`answer_of`][minibam.exercises.core.answer_of] turns what an implementation returned
+`answer_of` turns what an implementation returned
 into ``{output name: value}``, or says why it cannot be.
 """
 
