@@ -264,11 +264,14 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+_MIDDLES: set[int] = set()  # the middle processes, waited for by their own Popen
+
+
 def _reap_orphans() -> None:
     """Wait for our zombie children that are not ours by Popen: workers re-parented to us."""
     me = os.getpid()
     for pid, ppid, _ in _processes():
-        if ppid == me and _zombie(pid):
+        if ppid == me and pid not in _MIDDLES and _zombie(pid):
             try:
                 os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
@@ -370,6 +373,7 @@ class Worker:
         finally:
             os.close(request_r)
             os.close(reply_w)
+        _MIDDLES.add(self.middle.pid)
         self.who, self.pid = who, None
         self.reader = channel.Reader(self.reply_r, ANSWER_BUDGET)
         line = self.middle.stdout.readline()  # the middle forks at once and says the pid
@@ -400,6 +404,7 @@ class Worker:
         sweep(self.who.token, self.who.uid)
         try:
             self.middle.wait(timeout=10)
+            _MIDDLES.discard(self.middle.pid)
         except subprocess.TimeoutExpired:
             pass
         for fd in (self.request_w, self.reply_r):
