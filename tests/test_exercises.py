@@ -484,3 +484,24 @@ def test_every_own_entry_names_minibams_code():
         wanted = sum(":" in spec for spec in exercise.own)
         assert len(set(codes.values())) == wanted, exercise.name
         assert len(prefixes) > sum(":" not in spec for spec in exercise.own) or not exercise.own
+
+
+def test_reaching_minibams_implementation_at_run_time_is_seen():
+    """Through the engine (a Tensor graph) or by inheriting minibam's Function: the trace of
+    the calls sees it, where no import names it."""
+    import minibam
+    from minibam.ops.activation import Sigmoid as Theirs
+
+    def reduce_backward(grad, shape, axis, keepdims, op):
+        x = minibam.Tensor(np.zeros(shape), requires_grad=True)
+        y = x.sum(axis=axis, keepdims=keepdims) if op == "sum" else x.mean(axis=axis, keepdims=keepdims)
+        y.backward(grad)
+        return x.grad
+
+    report = run_check(find("reduce_backward"), reduce_backward)
+    assert not report.passed and "minibam.ops.reduce.Sum" in report.reason
+
+    class Sigmoid(Theirs):
+        pass
+
+    assert "minibam.ops.activation.Sigmoid" in run_check(find("Sigmoid"), Sigmoid).reason
