@@ -182,6 +182,7 @@ def graded(tmp_path_factory):
     notebook(room / "j-signal", [*stubs_except({"unbroadcast": solution("unbroadcast")}), SIGNAL_ALL])
     (room / "i-link").mkdir()
     (room / "i-link" / "work.ipynb").symlink_to(honest)
+    (room / "k-folder-link").symlink_to(room / "a-honest")
     before = {p: p.read_bytes() for p in room.rglob("*.ipynb") if not p.is_symlink()}
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "minibam", "grade", str(room), "--json", "--timeout", "3",
@@ -205,9 +206,9 @@ def test_the_grader_exits_normally_with_a_row_for_everyone(graded):
     done = graded["done"]
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-    assert len(graded["rows"]) == 10 * len(NAMES)
+    assert len(graded["rows"]) == 11 * len(NAMES)
     assert all(r["reason"] and "\n" not in r["reason"] for r in graded["rows"].values())
-    print(f"class of 10 graded in {graded['seconds']:.1f} s")
+    print(f"class of 11 graded in {graded['seconds']:.1f} s")
     assert graded["seconds"] < 90
 
 
@@ -267,6 +268,12 @@ def test_signalling_every_process_reaches_no_one_else(graded):
 def test_a_symlink_out_of_its_folder_is_refused(graded):
     rows = of(graded, "i-link")
     assert all(not r["passed"] and r["reason"].startswith("refused: work.ipynb is a symbolic link")
+               for r in rows.values())
+
+
+def test_a_student_folder_that_is_a_symlink_is_refused(graded):
+    rows = of(graded, "k-folder-link")
+    assert all(not r["passed"] and r["reason"].startswith("refused: the folder is a symbolic link to")
                for r in rows.values())
 
 
