@@ -469,9 +469,12 @@ def _prepare(submission: Submission, folder: Path) -> dict[str, Any]:
     prepared["cells"], prepared["read_errors"] = read_cells(files)
     prepared["flags"] = scan.flags(prepared["cells"], EXERCISES)
     if who.uid >= 0:
-        for here, dirs, names in os.walk(folder):
-            for name in [".", *dirs, *names]:
-                os.chown(Path(here) / name, who.uid, who.gid, follow_symlinks=False)
+        try:
+            for here, dirs, names in os.walk(folder):
+                for name in [".", *dirs, *names]:
+                    os.chown(Path(here) / name, who.uid, who.gid, follow_symlinks=False)
+        except OSError as error:
+            prepared["refused"] = f"cannot be prepared: {error}"
     return prepared
 
 
@@ -508,7 +511,11 @@ class Session:
         return text
 
     def _start(self) -> None:
-        self.worker = Worker(self.p["folder"], self.memory_mb, self.p["who"])
+        try:
+            self.worker = Worker(self.p["folder"], self.memory_mb, self.p["who"])
+        except OSError as error:  # out of file descriptors or processes: this submission only
+            self.dead = f"the worker process could not be started ({error})"
+            return
         try:
             self.worker.frame(time.monotonic() + STARTUP, "ready")
         except (TimeoutError, EOFError, channel.ProtocolError) as error:
