@@ -76,6 +76,17 @@ def col2im(cols, input_shape, kernel_size, stride, padding, dilation):
     return cols
 '''
 
+EXIT_IN_FUNCTION = '''import os
+class Div(Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        os._exit(3)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad
+'''
+
 FORGE = '''import atexit, json, os, sys
 rows = [{"exercise": n, "passed": True, "reason": "passed all cases"} for n in %r]
 def forge():
@@ -174,7 +185,7 @@ def graded(tmp_path_factory):
     notebook(room / "c-hang", stubs_except({"unbroadcast": solution("unbroadcast"), "im2col": HANG,
                                            "col2im": solution("col2im")}))
     notebook(room / "d-flood", stubs_except({"col2im": FLOOD_IN_FUNCTION, "unbroadcast": solution("unbroadcast"),
-                                            "conv2d_backward": solution("conv2d_backward")}))
+                                            "Div": EXIT_IN_FUNCTION, "conv2d_backward": solution("conv2d_backward")}))
     notebook(room / "e-forge", [*stubs_except({}), FLOOD_CELL, FORGE])
     notebook(room / "f-patch", [*stubs_except({"im2col": "", "col2im": "", "bam_backward": ""}), PATCH])
     notebook(room / "g-vandal", [*stubs_except({}), VANDAL % (str(honest), str(room))])
@@ -230,6 +241,8 @@ def test_floods_and_forgeries_are_failed_rows(graded):
     flood = of(graded, "d-flood")
     assert "a message of 1000000000000 bytes" in flood["col2im"]["reason"] and not flood["col2im"]["passed"]
     assert flood["unbroadcast"]["passed"] and flood["conv2d_backward"]["passed"]  # before and after
+    assert flood["Div"]["reason"] == "the worker process ended during this exercise (exit status 3)"
+    assert "not implemented yet" in flood["matmul_backward"]["reason"]  # graded, in a fresh worker
     forge = of(graded, "e-forge")
     assert not any(r["passed"] for r in forge.values())
     assert all("grader's channel" in r["reason"] or "ended the worker" in r["reason"] for r in forge.values())

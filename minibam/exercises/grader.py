@@ -388,9 +388,13 @@ class Worker:
             raise channel.ProtocolError(f"expected a {op!r} message, got {str(message.get('op'))[:40]!r}")
         return message, arrays
 
-    def end(self) -> str:
-        """End the worker and everything it started; how it had ended, in words."""
-        code = self.middle.poll()
+    def end(self, settle: float = 0.0) -> str:
+        """End the worker and everything it started; how it had ended, in words.
+        ``settle``: seconds to let a worker that is ending report its status first."""
+        try:
+            code = self.middle.wait(timeout=settle) if settle else self.middle.poll()
+        except subprocess.TimeoutExpired:
+            code = None
         for pid in (self.pid,):
             if pid is not None:
                 try:
@@ -505,8 +509,8 @@ class Session:
             self.worker.end()
             self.worker = None
 
-    def _fail_worker(self) -> str:
-        text = self.worker.end() if self.worker is not None else "not started"
+    def _fail_worker(self, settle: float = 0.0) -> str:
+        text = self.worker.end(settle) if self.worker is not None else "not started"
         self.worker = None
         return text
 
@@ -519,7 +523,7 @@ class Session:
         try:
             self.worker.frame(time.monotonic() + STARTUP, "ready")
         except (TimeoutError, EOFError, channel.ProtocolError) as error:
-            self.dead = f"the worker process did not start ({type(error).__name__}: {self._fail_worker()})"
+            self.dead = f"the worker process did not start ({type(error).__name__}: {self._fail_worker(2.0)})"
             return
         deadline = time.monotonic() + self.timeout
         try:
@@ -530,7 +534,7 @@ class Session:
             self.dead = f"timed out after {self.timeout:g} s while running the notebook's cells"
             return
         except EOFError:
-            self.dead = f"the notebook's cells ended the worker process ({self._fail_worker()})"
+            self.dead = f"the notebook's cells ended the worker process ({self._fail_worker(2.0)})"
             return
         except channel.ProtocolError as error:
             self._fail_worker()
@@ -574,7 +578,7 @@ class Session:
             return False, (f"timed out: no answer within the time limit of {self.timeout:g} s "
                            f"(does it hang?)")
         except EOFError:
-            return False, f"the worker process ended during this exercise ({self._fail_worker()})"
+            return False, f"the worker process ended during this exercise ({self._fail_worker(2.0)})"
         except channel.ProtocolError as error:
             self._fail_worker()
             return False, f"the worker sent something other than its answers: {error}"
