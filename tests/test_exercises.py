@@ -505,3 +505,17 @@ def test_reaching_minibams_implementation_at_run_time_is_seen():
         pass
 
     assert "minibam.ops.activation.Sigmoid" in run_check(find("Sigmoid"), Sigmoid).reason
+
+
+def test_the_source_scan_never_runs_what_it_reads():
+    """``minibam.__main__`` runs the command line when imported: naming it in a notebook
+    must not make the grader import it."""
+    import sys as _sys
+
+    from minibam.exercises.scan import flags
+
+    _sys.modules.pop("minibam.__main__", None)
+    source = "import minibam.__main__\nimport minibam.ops.conv as C\ndef col2im(*a):\n    return C.col2im(*a)\n"
+    found = flags([("work.ipynb [cell 2]", source)], EXERCISES)
+    assert "minibam.__main__" not in _sys.modules
+    assert found == {"col2im": "cell 2 uses minibam's own implementation (minibam.ops.conv.col2im)"}

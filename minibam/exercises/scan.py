@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import sys
 from typing import Any
 
 from minibam.exercises.core import Exercise
@@ -74,13 +75,21 @@ def _dynamic(tree: ast.AST, names: set[str]) -> set[str]:
     return used
 
 
+# Modules that may hold an exercise's implementation (or re-export it), imported by the
+# grader itself; a name in the student's source is looked up among loaded modules only,
+# so that reading it never imports (runs) anything it names, such as ``minibam.__main__``.
+KNOWN = ("minibam", "minibam.function", "minibam.functional", "minibam.manual", "minibam.nn",
+         "minibam.ops", "minibam.exercises")
+
+
 def resolve(dotted: str) -> Any:
     """The object a dotted minibam name stands for, or None."""
+    for name in KNOWN:
+        importlib.import_module(name)
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):
-        try:
-            target = importlib.import_module(".".join(parts[:cut]))
-        except ImportError:
+        target = sys.modules.get(".".join(parts[:cut]))
+        if target is None:
             continue
         for attr in parts[cut:]:
             target = getattr(target, attr, None)
