@@ -542,7 +542,8 @@ class Session:
             return
         defined, errors = message.get("defined"), message.get("errors")
         self.defined = defined if isinstance(defined, dict) else {}
-        self.cell_errors += [str(e) for e in errors[:50]] if isinstance(errors, list) else []
+        fresh = [str(e) for e in errors[:50]] if isinstance(errors, list) else []
+        self.cell_errors = list(self.p["read_errors"]) + fresh  # the same again after a restart
 
     def grade(self, exercise: Exercise) -> tuple[bool, str]:
         passed, reason = self._grade(exercise)
