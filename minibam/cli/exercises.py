@@ -51,7 +51,7 @@ def _show_mistakes(names: list[str]) -> int:
         say(f"## {exercise.name}: {len(exercise.mistakes)} known mistakes\n")
         for mistake in exercise.mistakes:
             say(f"### {mistake.name}\n")
-            say(str(run_check(exercise, mistake.wrong)))
+            say(str(run_check(exercise, mistake.wrong, trace=False)))
             say("")
     return 0
 

@@ -1,4 +1,4 @@
-"""minibam grade: grade student workbooks, each in its own process under time and memory limits."""
+"""minibam grade: grade student workbooks; the student code runs in worker processes, the grader judges."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _seconds(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from minibam.exercises.grading import grade
+    from minibam.exercises.grader import grade, one_line
 
     start = time.perf_counter()
     try:
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         say(json.dumps([r.to_dict() for r in rows], indent=1))
         return 1 if failed else 0
+    # A folder name may hold a newline or a terminal escape: shown escaped, one row per line.
+    rows = [type(r)(one_line(r.submission), r.exercise, r.passed, one_line(r.reason)) for r in rows]
     width = max(len(r.submission) for r in rows)
     name_width = max(len(r.exercise) for r in rows)
     say(f"{'submission':<{width}}  {'exercise':<{name_width}}  result  reason")
@@ -46,23 +48,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from minibam.exercises.grading import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
+    from minibam.exercises.grader import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 
     parser = commands.add_parser(
         "grade", help="grade student workbooks (one row per student and exercise)",
         description="Grade workbooks written by 'minibam exercises start': PATH is a notebook, a "
                     "folder holding a student's notebooks, or a folder of such folders (one per "
-                    "student). Each submission runs in its own process with a time and a memory "
-                    "limit; the grader runs its own checks and never reads what a notebook printed.",
+                    "student). Each submission is copied to a private folder and its code runs in a "
+                    "worker process under a time limit per exercise and a memory limit; the grader "
+                    "sends the inputs, judges the returned arrays itself and never reads what a "
+                    "notebook printed. See docs/exercises.md for what it guards against.",
         epilog="Exit status: 0 every exercise passed, 1 any failed, 2 bad input.",
     )
     parser.add_argument("paths", nargs="+", metavar="PATH")
     parser.add_argument("--json", action="store_true",
                         help="a JSON list of rows {submission, exercise, passed, reason}")
     parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help=f"time limit per submission (default {DEFAULT_TIMEOUT:g})")
+                        help=f"time limit per exercise, and for running the notebook's cells "
+                             f"(default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--memory", type=int_at_least(256), default=DEFAULT_MEMORY_MB, metavar="MB",
-                        help=f"address-space limit per submission in MB (default {DEFAULT_MEMORY_MB})")
+                        help=f"address-space limit of a submission's worker in MB; it may start no other "
+                             f"process (default {DEFAULT_MEMORY_MB})")
     parser.add_argument("--jobs", type=int_at_least(1), default=None,
                         help="submissions graded at once (default: the number of CPUs)")
     parser.set_defaults(run=run)

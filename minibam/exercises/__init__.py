@@ -13,7 +13,7 @@ writes the workbook; ``minibam grade`` grades a class. See docs/exercises.md.
 """
 
 from minibam.exercises.catalogue import EXERCISES
-from minibam.exercises.checker import Report, check, find, run_check
+from minibam.exercises.checker import Report, check, find, judge, run_check
 from minibam.exercises.core import Case, Exercise, Mistake
 
-__all__ = ["EXERCISES", "Case", "Exercise", "Mistake", "Report", "check", "find", "run_check"]
+__all__ = ["EXERCISES", "Case", "Exercise", "Mistake", "Report", "check", "find", "judge", "run_check"]

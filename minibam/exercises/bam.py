@@ -72,9 +72,10 @@ def _combine_by_hand(grad, x, mc, ms, combine, one_plus=True, rule=None, own_map
     return dx, (ds * weight_c).sum(axis=(2, 3), keepdims=True), (ds * weight_s).sum(axis=1, keepdims=True)
 
 
-def _combine_fault(swap_rules: bool = False, swap_outputs: bool = False, **fault: bool):
+def _combine_fault(swap_rules: bool = False, swap_outputs: bool = False, always: str | None = None,
+                   **fault: bool):
     def wrong(grad, x, mc, ms, combine):
-        rule = {"sum": "product", "product": "sum"}[combine] if swap_rules else None
+        rule = {"sum": "product", "product": "sum"}[combine] if swap_rules else always
         dx, dmc, dms = _combine_by_hand(grad, x, mc, ms, combine, rule=rule, **fault)
         return (dx, dms, dmc) if swap_outputs else (dx, dmc, dms)
 
@@ -83,6 +84,7 @@ def _combine_fault(swap_rules: bool = False, swap_outputs: bool = False, **fault
 
 COMBINE = Exercise(
     name="bam_combine_backward",
+    own=("minibam.ops.attention:BamCombine", "minibam.manual"),
     title="BAM's combination step, both variants",
     doc=COMBINE_DOC,
     intro=(
@@ -117,6 +119,15 @@ COMBINE = Exercise(
                 "grad_mc has the channel map's shape (N, C, 1, 1): a sum over H and W; grad_ms the "
                 "spatial map's (N, 1, H, W): a sum over the channels.", COMBINE_DOC,
                 _combine_fault(swap_outputs=True)),
+        Mistake("both variants differentiated with the sum rule",
+                "With combine=\"product\", a = mc * ms: d(a)/d(mc) = ms, so the channel map's "
+                "gradient is (ds * ms) summed over H and W, and the spatial map's (ds * mc) summed "
+                "over the channels. The sum rule is right for combine=\"sum\" only.",
+                COMBINE_DOC, _combine_fault(always="sum")),
+        Mistake("both variants differentiated with the product rule",
+                "With combine=\"sum\", a = mc + ms: both maps receive d(loss)/da itself, summed "
+                "over the axes each was broadcast along, with no weighting by the other map.",
+                COMBINE_DOC, _combine_fault(always="product")),
         Mistake("product: each branch weighted by its own map",
                 "d(mc*ms)/dmc = ms: the channel map's gradient is weighted by the spatial map, "
                 "and the other way round.", COMBINE_DOC, _combine_fault(own_map=True)),
@@ -221,6 +232,7 @@ WHOLE_DOC = "derivations/bam.md#the-whole-backward-in-order"
 
 WHOLE = Exercise(
     name="bam_backward",
+    own=("minibam.manual",),
     title="The whole BAM backward, by hand",
     doc=WHOLE_DOC,
     intro=(

@@ -67,7 +67,11 @@ def _backward_numeric(case: Case) -> dict[str, np.ndarray]:
                               {"grad_x": "x", "grad_gamma": "gamma", "grad_beta": "beta"})
 
 
-def _by_hand(grad, x, gamma, eps, mean_terms=True, variance_term=True, unbiased=False):
+def _by_hand(grad, x, gamma, eps, mean_terms=True, variance_term=True, unbiased=False,
+             consistent=False):
+    """The training-mode backward; the flags make the catalogued mistakes. ``unbiased``
+    normalises with v * m/(m-1); ``consistent`` also differentiates that forward exactly
+    (its variance term divides by m - 1), the mistake made carefully."""
     axes = _axes(x)
     m = x.size // x.shape[1]
     mu = x.mean(axis=axes, keepdims=True)
@@ -80,7 +84,8 @@ def _by_hand(grad, x, gamma, eps, mean_terms=True, variance_term=True, unbiased=
         return g * inv_std, dgamma, dbeta
     dx = g - g.mean(axis=axes, keepdims=True)
     if variance_term:
-        dx = dx - x_hat * (g * x_hat).mean(axis=axes, keepdims=True)
+        share = (g * x_hat).sum(axis=axes, keepdims=True) / (m - 1 if consistent else m)
+        dx = dx - x_hat * share
     return dx * inv_std, dgamma, dbeta
 
 
@@ -93,6 +98,7 @@ def _fault(**fault: bool):
 
 BACKWARD = Exercise(
     name="batch_norm_backward",
+    own=("minibam.ops.norm:BatchNorm", "minibam.manual"),
     title="Batch norm backward in training mode",
     doc=TRAINING_DOC,
     intro=(
@@ -152,7 +158,7 @@ def _running_cases(rng: np.random.Generator) -> list[Case]:
 
 
 def _running_by_hand(x, running_mean, running_var, momentum, old_weight=False, biased=False,
-                     batch_count=False, in_place=False):
+                     batch_count=False, in_place=False, var_in_place=False):
     axes = _axes(x)
     m = x.shape[0] if batch_count else x.size // x.shape[1]
     mu, var = x.mean(axis=axes), x.var(axis=axes)
@@ -165,6 +171,10 @@ def _running_by_hand(x, running_mean, running_var, momentum, old_weight=False, b
         running_var *= 1 - p
         running_var += p * var
         return running_mean, running_var
+    if var_in_place:  # the mean as a new array, the variance updated in the caller's array
+        running_var *= 1 - p
+        running_var += p * var
+        return (1 - p) * running_mean + p * mu, running_var
     return (1 - p) * running_mean + p * mu, (1 - p) * running_var + p * var
 
 
@@ -177,6 +187,7 @@ def _running_fault(**fault: bool):
 
 RUNNING = Exercise(
     name="batch_norm_running_stats",
+    own=("minibam.ops.norm:BatchNorm",),
     title="Batch norm's running statistics",
     doc=RUNNING_DOC,
     intro=(
@@ -212,5 +223,13 @@ RUNNING = Exercise(
                 "(F.batch_norm updates a module's buffers in place by design, but the caller "
                 "of this function still needs the old values).", RUNNING_DOC,
                 _running_fault(in_place=True)),
+        Mistake("updates the running variance in place (the mean as a new array)",
+                "`running_var *= 1 - p` changes the caller's array; compute the new variance as a "
+                "new array, as you did for the mean: (1 - p) * running_var + p * v_unbiased.",
+                RUNNING_DOC, _running_fault(var_in_place=True)),
+        Mistake("momentum weights the old value, and the biased variance is tracked",
+                "Two mistakes at once: with p = 0.1 the batch contributes 10% (PyTorch's "
+                "momentum), and the running variance tracks the unbiased v * m/(m-1).",
+                RUNNING_DOC, _running_fault(old_weight=True, biased=True)),
     ),
 )

@@ -12,7 +12,6 @@ from minibam.exercises.core import (
     Exercise,
     Mistake,
     broadcast_pair,
-    call_function,
     finite_differences,
     upstream,
     values,
@@ -66,6 +65,7 @@ def _averages_copies(grad: np.ndarray, shape: tuple) -> np.ndarray:
 
 UNBROADCAST = Exercise(
     name="unbroadcast",
+    own=("minibam.function:unbroadcast",),
     title="Sum a gradient back to a shape (undo broadcasting)",
     doc=BROADCASTING,
     intro=(
@@ -152,6 +152,7 @@ class _DivForgetsA(_DivNoUnbroadcast):
 
 DIV = Exercise(
     name="Div",
+    own=("minibam.ops.elementwise:Div",),
     title="An elementwise op with broadcasting, written as a Function",
     doc="derivations/elementwise.md#division",
     intro=(
@@ -179,7 +180,7 @@ DIV = Exercise(
     make_cases=_div_cases,
     reference=MinibamDiv,
     numeric=_div_numeric,
-    call=call_function,
+    function_class=True,
     mistakes=(
         Mistake("gradients not summed back to the inputs' shapes",
                 "When a or b was broadcast, its gradient has the output's shape until it is "

@@ -79,6 +79,7 @@ def _to_every_maximum(grad, x):
 
 MAX_POOL = Exercise(
     name="global_max_pool2d_backward",
+    own=("minibam.ops.pool:GlobalMaxPool2d", "minibam.manual"),
     title="Global max pooling backward: the gradient of a maximum",
     doc=MAX_DOC,
     intro=(
@@ -206,6 +207,7 @@ def _gate_fault(fault: str):
 
 CHANNEL_GATE = Exercise(
     name="cbam_channel_gate_backward",
+    own=("minibam.manual",),
     title="CBAM's channel gate: one MLP shared by two pools",
     doc=GATE_DOC,
     intro=(

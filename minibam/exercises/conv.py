@@ -97,6 +97,7 @@ def _im2col_cases(rng: np.random.Generator) -> list[Case]:
 
 IM2COL = Exercise(
     name="im2col",
+    own=("minibam.ops.conv:im2col",),
     title="im2col with stride, padding and dilation",
     doc=IM2COL_DOC,
     intro=(
@@ -187,6 +188,7 @@ def _mistake(**fault: bool):
 
 COL2IM = Exercise(
     name="col2im",
+    own=("minibam.ops.conv:col2im",),
     title="col2im: the adjoint of im2col (overlapping windows)",
     doc=ADJOINT_DOC,
     intro=(
@@ -280,6 +282,7 @@ BACKWARD_DOC = "derivations/conv.md#backward"
 
 CONV2D = Exercise(
     name="conv2d_backward",
+    own=("minibam.ops.conv:Conv2d", "minibam.manual"),
     title="conv2d backward: weight, input via col2im, bias",
     doc=BACKWARD_DOC,
     intro=(

@@ -16,9 +16,12 @@ An exercise module builds one [`Exercise`][minibam.exercises.Exercise] (or a few
   student's signature. The checker runs them on the student's failing cases to say
   which one the student made.
 
-``call(fn, args)`` runs any of these implementations on a case and returns its answer as
-``{output name: array}``; the default calls ``fn(**args)`` and names the results after
-``outputs``.
+A ``Function`` exercise (``function_class``) is a class with ``forward(ctx, ...)`` and
+``backward(ctx, grad)``; every other exercise is a function called with the case's
+arguments by name. ``own`` names minibam's implementations of what the exercise asks
+for (``"module:name"`` or a whole ``"module"``): a submission that uses them is flagged.
+`answer_of` turns what an implementation returned
+into ``{output name: value}``, or says why it cannot be.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from minibam.function import Context
 from minibam.gradcheck import numeric_gradient
 
 FD_EPS = 1e-6
@@ -66,7 +68,8 @@ class Exercise:
     reference: Callable[..., Any]
     mistakes: tuple[Mistake, ...] = ()
     numeric: Callable[[Case], dict[str, np.ndarray]] | None = None
-    call: Callable[[Any, dict[str, Any], tuple[str, ...]], dict[str, Any]] | None = None
+    function_class: bool = False  # a Function class (forward and backward), not a function
+    own: tuple[str, ...] = ()  # minibam's implementations of it: using them is flagged
     # Which outputs are gradients (compared with finite differences and judged with the
     # zero-by-construction rule); None: all of them.
     gradients: tuple[str, ...] | None = ()
@@ -77,11 +80,6 @@ class Exercise:
     def is_gradient(self, output: str) -> bool:
         return self.gradients is None or output in self.gradients
 
-    def run(self, fn: Any, args: dict[str, Any]) -> dict[str, Any]:
-        """``fn``'s answer on ``args`` as ``{output name: value}``."""
-        if self.call is not None:
-            return self.call(fn, args, self.outputs)
-        return name_outputs(fn(**args), self.outputs)
 
 
 def name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
@@ -92,7 +90,8 @@ def name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
     if len(names) == 1:
         return {names[0]: result}
     if not isinstance(result, (tuple, list)):
-        raise WrongAnswer(f"returned one {type(result).__name__}, expected a tuple of "
+        kind = getattr(result, "type_name", type(result).__name__)  # channel.Foreign: its type's name
+        raise WrongAnswer(f"returned one {kind}, expected a tuple of "
                           f"{len(names)}: ({', '.join(names)})")
     if len(result) != len(names):
         raise WrongAnswer(f"returned a tuple of {len(result)}, expected {len(names)}: "
@@ -100,19 +99,18 @@ def name_outputs(result: Any, names: Sequence[str]) -> dict[str, Any]:
     return dict(zip(names, result))
 
 
-def call_function(cls: Any, args: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, Any]:
-    """Run a ``Function`` class: ``forward`` on the inputs (every argument but ``grad``),
-    then ``backward`` on ``grad``; outputs are the forward's result then one gradient per input."""
-    if not (callable(getattr(cls, "forward", None)) and callable(getattr(cls, "backward", None))):
-        raise WrongAnswer("is not a Function class (it has no forward and backward): this exercise "
-                          "wants a class with static forward(ctx, ...) and backward(ctx, grad), as in the stub")
-    inputs = [v for k, v in args.items() if k != "grad"]
-    ctx = Context((True,) * len(inputs))
-    y = cls.forward(ctx, *inputs)
-    grads = cls.backward(ctx, args["grad"])
+def answer_of(exercise: Exercise, value: Any) -> dict[str, Any]:
+    """What an implementation returned (``calling.call``'s raw value) as ``{output: value}``;
+    ``WrongAnswer`` says why it cannot be read as an answer."""
+    if not exercise.function_class:
+        return name_outputs(value, exercise.outputs)
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise WrongAnswer("gave no result the checker can read")
+    y, grads = value
     if not isinstance(grads, (tuple, list)):
-        grads = (grads,)
-    return name_outputs((y, *grads), outputs)
+        raise WrongAnswer(f"'s backward returned one {type(grads).__name__}, not a tuple: the engine "
+                          f"needs a tuple with one gradient per input, e.g. `return (grad_x,)`")
+    return name_outputs((y, *grads), exercise.outputs)
 
 
 class WrongAnswer(Exception):

@@ -65,6 +65,7 @@ def _operands_swapped(grad: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple:
 
 MATMUL = Exercise(
     name="matmul_backward",
+    own=("minibam.ops.linalg:MatMul",),
     title="Batched matrix product backward",
     doc=DOC,
     intro=(

@@ -27,21 +27,24 @@ def _reduce_reference(grad: np.ndarray, shape: tuple, axis: Any, keepdims: bool,
 
 
 def _reduce_cases(rng: np.random.Generator) -> list[Case]:
-    # The first cases reduce a middle axis without keepdims: the one a plain broadcast misplaces.
+    """Every branch of the signature: sum and mean, each with axis None, an int (maybe
+    negative) and a tuple, with and without keepdims. The first cases reduce a middle
+    axis without keepdims: the one a plain broadcast misplaces."""
     draws: list[tuple] = [((2, 3, 4), 1, False, "sum"), ((3, 2, 4), (0, 2), False, "mean"),
                           ((2, 3), -1, True, "mean")]
-    while len(draws) < 8:
-        shape = tuple(side(rng, 2) for _ in range(int(rng.integers(1, 4))))
-        ndim = len(shape)
-        kind = rng.integers(3)
-        if kind == 0:
-            axis = None
-        elif kind == 1:
-            axis = int(rng.integers(-ndim, ndim))
-        else:
-            picked = sorted(rng.choice(ndim, size=int(rng.integers(1, ndim + 1)), replace=False).tolist())
-            axis = tuple(int(a) for a in picked)
-        draws.append((shape, axis, bool(rng.integers(2)), ("sum", "mean")[int(rng.integers(2))]))
+    for op in ("sum", "mean"):
+        for kind in ("none", "int", "tuple"):
+            for keepdims in (False, True):
+                shape = tuple(side(rng, 2) for _ in range(int(rng.integers(1, 4))))
+                ndim = len(shape)
+                if kind == "none":
+                    axis = None
+                elif kind == "int":
+                    axis = int(rng.integers(-ndim, ndim))
+                else:
+                    picked = rng.choice(ndim, size=int(rng.integers(1, ndim + 1)), replace=False)
+                    axis = tuple(sorted(int(a) for a in picked))
+                draws.append((shape, axis, keepdims, op))
     cases = []
     for shape, axis, keepdims, op in draws:
         out = np.sum(np.zeros(shape), axis=axis, keepdims=keepdims).shape
@@ -78,6 +81,7 @@ def _mean_not_divided(grad: np.ndarray, shape: tuple, axis: Any, keepdims: bool,
 
 REDUCE = Exercise(
     name="reduce_backward",
+    own=("minibam.ops.reduce:Sum", "minibam.ops.reduce:Mean"),
     title="Sum and mean over axes, with and without keepdims",
     doc="derivations/reductions.md#sum",
     intro=(
@@ -155,6 +159,7 @@ def _divides_by_batch(grad: np.ndarray, x_shape: tuple) -> np.ndarray:
 
 GAP = Exercise(
     name="global_avg_pool2d_backward",
+    own=("minibam.ops.pool:GlobalAvgPool2d",),
     title="Global average pooling backward, for any H and W",
     doc=POOL_DOC,
     intro=(

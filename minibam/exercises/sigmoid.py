@@ -9,7 +9,6 @@ from minibam.exercises.core import (
     Case,
     Exercise,
     Mistake,
-    call_function,
     finite_differences,
     side,
     upstream,
@@ -101,6 +100,7 @@ class _NoUpstream(_OutputTakenAsInput):
 
 SIGMOID = Exercise(
     name="Sigmoid",
+    own=("minibam.ops.activation:Sigmoid", "minibam.ops.activation:stable_sigmoid"),
     title="Sigmoid: a stable forward, the backward from the saved output",
     doc="derivations/activations.md#sigmoid",
     intro=(
@@ -126,7 +126,7 @@ SIGMOID = Exercise(
     make_cases=_cases,
     reference=Sigmoid,
     numeric=_numeric,
-    call=call_function,
+    function_class=True,
     mistakes=(
         Mistake("overflows for large negative x",
                 "1/(1 + exp(-x)) computes exp(1000) at x = -1000. The value it ends with (0) "
