@@ -2,8 +2,8 @@
 
 The plain walk (``minibam.tensor.GradientSums``) adds each gradient that reaches a tensor
 as it arrives: ``total = total + g``, a new full-size array and a pass over memory per
-term. `DeferredSums` computes the same sums with two savings (docs/performance.md, "The
-engine's one-pass sum of a tensor's gradients"):
+term. `DeferredSums` computes the same sums with two savings (docs/performance.md, "No
+needless copies in the engine"). They are:
 
 - the terms wait until the tensor's turn in the walk and are then added into one array
   block by block (`add_into`): the total goes through memory once however many terms;

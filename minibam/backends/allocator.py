@@ -4,7 +4,7 @@ Why: a training step allocates its activations and gradients afresh and frees th
 the end. With glibc's default settings, large arrays are mapped fresh from the kernel
 each time, or the heap is trimmed after every step and grown again in the next, so every
 page of every large array costs a page fault (the kernel maps and zeroes it).
-docs/performance.md ("Page faults") measures what that costs a BAM step.
+docs/performance.md ("Keep freed memory: no page faults") measures what that costs a BAM step.
 
 What `keep_freed_memory` does, on Linux with glibc only: two ``mallopt`` settings of the
 **whole process's** allocator (``man mallopt``), PyTorch's and every other library's

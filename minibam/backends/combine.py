@@ -1,8 +1,9 @@
 """BAM's last step, fast: ``minibam.ops.attention.BamCombine`` in cache-sized blocks on all cores.
 
-It implements the same derivation (docs/derivations/bam.md, "Combining the branches")
-as the plain op, whose forward and backward are five lines each; what it adds
-(docs/performance.md, "BAM's combination in blocks"):
+It implements the same derivation as the plain op, whose forward and backward are five
+lines each (docs/derivations/bam.md, "Combining the branches"). What it adds is explained
+in docs/performance.md ("Cache-sized blocks", "Threads over cache-sized blocks", "The
+sigmoid of a sum", "Sums over a block as matrix-vector products"). In short:
 
 - blocks: the work is cut into (sample, channel slice) blocks of about
   ``BLOCK_ELEMENTS`` values, so every temporary stays in the CPU cache instead of being

@@ -5,13 +5,13 @@ kH kW times over, and forms $\bar x$ by col2im. This twin computes the same sums
 (docs/performance.md explains each):
 
 - a 1x1 kernel with stride 1 and no padding reads x itself as its columns: no im2col,
-  no col2im (docs/derivations/conv.md, "1x1 convolution");
+  no col2im (docs/derivations/conv.md, "1x1 convolution").
 - other stride-1 convolutions with few channels run on the flat padded layout
   (`conv_flat`): kH kW matrix products on views of one padded copy of x
-  (docs/performance.md, "Stride-1 convolutions without im2col");
+  (docs/performance.md, "Stride-1 convolutions without im2col").
 - for stride 1, $\bar x$ is a correlation of $\bar y$ with the flipped kernel: one large
   matrix product instead of col2im's kH kW small ones
-  (docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too");
+  (docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too").
 - the columns are kept for backward only when the weight needs a gradient.
 
 Tested against the plain op in tests/test_backends.py and tests/test_conv.py.
