@@ -12,6 +12,9 @@ kH kW times over, and forms $\bar x$ by col2im. This twin computes the same sums
 - for stride 1, $\bar x$ is a correlation of $\bar y$ with the flipped kernel: one large
   matrix product instead of col2im's kH kW small ones
   (docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too");
+- stride-1 convolutions whose padding is a large share of the window (BAM's dilated 3x3
+  on small maps) skip the products with padding zeros: one matrix product per region
+  of pixels that share their valid taps (`conv_regions`; docs/fast-kernels.md);
 - the columns are kept for backward only when the weight needs a gradient.
 
 Tested against the plain op in tests/test_backends.py and tests/test_conv.py.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minibam.backends import allocator, conv_regions, scratch
 from minibam.backends.conv_flat import flat_backward, flat_forward, flat_pays
 from minibam.function import Context
 from minibam.ops.conv import Conv2d, Geometry, fold, geometry, unfold
@@ -36,7 +40,10 @@ class FastConv2d(Conv2d):
         n, c, h, w = x.shape
         o = weight.shape[0]
         ctx.x_shape, ctx.geometry = x.shape, g
-        ctx.flat = flat_pays(x.shape[1], x.shape[3], g)
+        ctx.regions = conv_regions.regions_pay(c, h, w, g)
+        ctx.flat = not ctx.regions and flat_pays(x.shape[1], x.shape[3], g)
+        if ctx.regions:
+            return _regions_forward(ctx, x, weight, bias, g)
         if ctx.flat:
             y, saved = flat_forward(x, weight, g)
         else:
@@ -58,6 +65,9 @@ class FastConv2d(Conv2d):
         gx = gw = gb = None
         if need_b:
             gb = g3.sum(axis=2).sum(axis=0)
+        if ctx.regions:
+            gx, gw = _regions_backward(ctx, grad, weight, cols)
+            return gx, gw, gb
         if ctx.flat:
             by_correlation = need_x and _correlation_pays(ctx.geometry)
             gx, gw = flat_backward(grad, cols, weight, ctx.x_shape, ctx.geometry,
@@ -86,6 +96,50 @@ class FastConv2d(Conv2d):
                     ctx.x_shape, g, dtype,
                 )
         return gx, gw, gb
+
+
+def _regions_forward(ctx: Context, x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                     g: Geometry) -> np.ndarray:
+    """Forward by `conv_regions`. For dW it keeps the regions' columns when freed memory
+    is kept for reuse (`allocator.keep_freed_memory`); otherwise it keeps only x with the
+    batch last and rebuilds the columns in backward into reused buffers (`scratch`),
+    which costs a copy but saves a fresh array's page faults (and memory) per step."""
+    xt = conv_regions.batch_last(x)
+    ctx.x_dtype = x.dtype
+    keep = ctx.needs_input_grad[1] and allocator.is_tuned()
+    y, regions = conv_regions.regions_forward(xt, weight, g, keep=keep)
+    if bias is not None:
+        b = bias[:, None, None]
+        y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
+    saved = None
+    if ctx.needs_input_grad[1]:
+        saved = ("columns", regions) if keep else ("input", xt)
+    ctx.save_for_backward(saved, weight)
+    return y
+
+
+def _regions_backward(ctx: Context, grad: np.ndarray, weight: np.ndarray,
+                      saved: tuple | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    r"""dW region by region from the forward's columns; $\bar x$ as the correlation of
+    $\bar y$ with the flipped kernel (`_input_grad_by_correlation`), by `conv_regions` too."""
+    need_x, need_w = ctx.needs_input_grad[:2]
+    g = ctx.geometry
+    gt = conv_regions.batch_last(grad, temporary=True)
+    gx = gw = None
+    if need_w:
+        kind, kept = saved
+        regions = kept if kind == "columns" else conv_regions.region_columns(kept, g, temporary=True)
+        gw = conv_regions.regions_weight_grad(gt, regions, weight.shape, np.result_type(grad, ctx.x_dtype))
+        if kind == "input":
+            conv_regions.give_back(regions)
+    if need_x:
+        (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
+        oh, ow = g.out
+        back = geometry("conv2d", oh, ow, g.kernel, 1, (dh * (kh - 1) - ph, dw * (kw - 1) - pw), g.dilation)
+        flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kH, kW)
+        gx, _ = conv_regions.regions_forward(gt, flipped, back, keep=False)
+    scratch.give(gt)
+    return gx, gw
 
 
 def _correlation_pays(g: Geometry) -> bool:

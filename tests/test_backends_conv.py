@@ -1,0 +1,153 @@
+"""The convolution kernels that skip the padding (minibam/backends/conv_regions.py) and the
+reused temporaries (minibam/backends/scratch.py), against the plain op (minibam/ops/conv.py).
+
+Derivation: docs/derivations/conv.md, formula (C), with its zero terms left out region by
+region (docs/fast-kernels.md, "Skipping the padding"). Tolerance: that of every fast
+kernel (tests/test_backends.py, ``TOL``: 2e-5 in float32 and 1e-12 in float64, relative
+to the largest value of the compared array): the regions sum the same products in
+another order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_backends import _assert_close
+
+import minibam as mb
+from minibam import functional as F
+from minibam.backends import allocator, conv_regions, fast, scratch
+from minibam.ops.conv import geometry
+
+
+@st.composite
+def padded_cases(draw):
+    """Stride-1 convolutions with padding up to the kernel's reach (the kind the regions
+    take), any dilation, odd and even kernels, maps smaller than the dilation included."""
+    n, c, o = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dilation = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    padding = (draw(st.integers(0, dilation[0] * (kh - 1))), draw(st.integers(0, dilation[1] * (kw - 1))))
+    lowest = [max(1, d * (k - 1) + 1 - 2 * p) for k, p, d in zip((kh, kw), padding, dilation, strict=True)]
+    h, w = (draw(st.integers(low, low + 8)) for low in lowest)
+    stride = (1, 1) if draw(st.integers(0, 4)) else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((o, c, kh, kw)).astype(dtype)
+    bias = rng.standard_normal(o).astype(dtype) if draw(st.booleans()) else None
+    return x, weight, bias, dict(stride=stride, padding=padding, dilation=dilation), dtype, rng
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=padded_cases(), keep_columns=st.booleans(), frozen=st.sampled_from([(), (0,), (1,), (2,)]))
+def test_regions_match_the_plain_op(case, keep_columns, frozen):
+    """Forward, dx, dW and db by the regions = im2col and col2im; with the columns kept
+    for dW (freed memory kept) or rebuilt in backward (as imported); with some inputs not
+    needing a gradient."""
+    x, weight, bias, params, dtype, rng = case
+    out = F.conv2d(mb.Tensor(x), mb.Tensor(weight), None, **params).shape
+    dy = rng.standard_normal(out).astype(dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv_regions, "REGIONS_MIN_SKIPPED", 0.0)
+        patch.setattr(conv_regions, "REGIONS_MIN_CHANNELS", 1)
+        patch.setattr(allocator, "is_tuned", lambda: keep_columns)
+        results = []
+        for enabled in (False, True):
+            with fast.flags(enabled=enabled):
+                arrays = [x, weight, bias]
+                tensors = [None if a is None else mb.Tensor(a, requires_grad=i not in frozen)
+                           for i, a in enumerate(arrays)]
+                y = F.conv2d(*tensors, **params)
+                y.backward(dy)
+                results.append([y.data] + [None if t is None else t.grad for t in tensors])
+    _assert_close(*results, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(1, 30), k=st.integers(1, 5), s=st.integers(1, 3), d=st.integers(1, 5), data=st.data())
+def test_segments_cover_each_axis_once_with_exactly_the_taps_inside(size, k, s, d, data):
+    """Each output position is in one run, and its run's taps are exactly those whose
+    input row a s + i d - p lies inside [0, size) (brute force)."""
+    p = data.draw(st.integers(0, d * (k - 1) + 2))
+    out = (size + 2 * p - d * (k - 1) - 1) // s + 1
+    if out < 1:
+        return
+    runs = conv_regions.segments(size, k, s, p, d, out)
+    covered = [a for r in runs for a in range(r.start, r.stop)]
+    assert covered == list(range(out))
+    for r in runs:
+        for a in range(r.start, r.stop):
+            inside = [i for i in range(k) if 0 <= a * s + i * d - p < size]
+            assert inside == list(range(r.tap0, r.tap1))
+
+
+def test_products_counted_for_bams_convolutions():
+    """The share of im2col's products with padding zeros, by formula (docs/fast-kernels.md):
+    per axis (3 (H - 2d) + 2 * 2d) / (3 H) taps are inside, for H >= 2d."""
+    for h, expected in ((14, 1 - (34 / 42) ** 2), (28, 1 - (76 / 84) ** 2), (56, 1 - (160 / 168) ** 2)):
+        g = geometry("t", h, h, 3, 1, 4, 4)
+        assert conv_regions.skipped_share(h, h, g) == pytest.approx(expected)
+        full, kept = conv_regions.products((2, 3, h, h), 5, g)
+        assert full == 2 * 5 * 3 * h * h * 9 and kept == pytest.approx(full * (1 - expected))
+
+
+def test_bams_dilated_convolution_takes_the_regions_where_they_pay():
+    g14, g56 = geometry("t", 14, 14, 3, 1, 4, 4), geometry("t", 56, 56, 3, 1, 4, 4)
+    assert conv_regions.regions_pay(64, 14, 14, g14)
+    assert not conv_regions.regions_pay(16, 56, 56, g56)  # 5 % zeros: the flat layout's
+    assert not conv_regions.regions_pay(64, 14, 14, geometry("t", 14, 14, 3, 2, 4, 4))  # stride 2
+
+
+def test_scratch_reuses_and_never_hands_out_a_buffer_in_use():
+    scratch.release()
+    a = scratch.take((256, 256), np.float32)
+    b = scratch.take((256, 256), np.float32)
+    assert not np.shares_memory(a, b)
+    scratch.give(a)
+    assert scratch.take((256, 256), np.float32) is a  # kept, handed out again
+    assert scratch.take((256, 256), np.float32) is not a  # ... once only
+    scratch.give(a[:10])  # a view is never kept
+    small = scratch.take((4,), np.float64)
+    scratch.give(small)  # too small to be worth keeping
+    assert scratch.held_bytes() == 0
+    scratch.release()
+
+
+def test_scratch_stays_within_its_bound(monkeypatch):
+    scratch.release()
+    monkeypatch.setattr(scratch, "LIMIT_BYTES", 3 * 256 * 256 * 4)
+    buffers = [np.empty((256, 256), np.float32) for _ in range(5)]
+    for buffer in buffers:
+        scratch.give(buffer)
+    assert scratch.held_bytes() <= scratch.LIMIT_BYTES
+    assert scratch.take((256, 256), np.float32) is buffers[-1]  # the most recent are kept
+    scratch.release()
+
+
+@pytest.mark.parametrize("keep_columns", [False, True])
+def test_no_result_shares_memory_with_a_kept_buffer(keep_columns, monkeypatch):
+    """y, x.grad, W.grad, b.grad are the caller's: none is a buffer the pool may hand out
+    again; and a second backward through the same graph gives the same gradients."""
+    monkeypatch.setattr(allocator, "is_tuned", lambda: keep_columns)
+    scratch.release()
+    rng = np.random.default_rng(0)
+    x = mb.Tensor(rng.standard_normal((4, 16, 14, 14)).astype(np.float32), requires_grad=True)
+    w = mb.Tensor(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), requires_grad=True)
+    b = mb.Tensor(rng.standard_normal(16).astype(np.float32), requires_grad=True)
+    y = F.conv2d(x, w, b, padding=4, dilation=4)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(dy)
+    first = [t.grad.copy() for t in (x, w, b)]
+    pooled = [a for arrays in scratch._pool.values() for a in arrays]
+    assert pooled  # the step did keep temporaries
+    for result in (y.data, x.grad, w.grad, b.grad):
+        assert not any(np.shares_memory(result, a) for a in pooled)
+    for t in (x, w, b):
+        t.grad = None
+    y.backward(dy)  # the saved context survived the first walk
+    for t, g in zip((x, w, b), first, strict=True):
+        np.testing.assert_array_equal(t.grad, g)
+    scratch.release()
