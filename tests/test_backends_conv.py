@@ -42,11 +42,12 @@ def padded_cases(draw):
 
 
 @settings(max_examples=60, deadline=None)
-@given(case=padded_cases(), keep_columns=st.booleans(), frozen=st.sampled_from([(), (0,), (1,), (2,)]))
-def test_regions_match_the_plain_op(case, keep_columns, frozen):
+@given(case=padded_cases(), keep_columns=st.booleans(), frozen=st.sampled_from([(), (0,), (1,), (2,)]),
+       threaded=st.booleans())
+def test_regions_match_the_plain_op(case, keep_columns, frozen, threaded):
     """Forward, dx, dW and db by the regions = im2col and col2im; with the columns kept
     for dW (freed memory kept) or rebuilt in backward (as imported); with some inputs not
-    needing a gradient."""
+    needing a gradient; the copies on one thread or shared between threads."""
     x, weight, bias, params, dtype, rng = case
     out = F.conv2d(mb.Tensor(x), mb.Tensor(weight), None, **params).shape
     dy = rng.standard_normal(out).astype(dtype)
@@ -54,6 +55,7 @@ def test_regions_match_the_plain_op(case, keep_columns, frozen):
         patch.setattr(conv_regions, "REGIONS_MIN_SKIPPED", 0.0)
         patch.setattr(conv_regions, "REGIONS_MIN_CHANNELS", 1)
         patch.setattr(allocator, "is_tuned", lambda: keep_columns)
+        patch.setattr(conv_regions, "THREADED_MIN_ELEMENTS", 0 if threaded else 1 << 60)
         results = []
         for enabled in (False, True):
             with fast.flags(enabled=enabled):

@@ -27,7 +27,7 @@ import numpy as np
 from minibam.backends import allocator, conv_regions, scratch
 from minibam.backends.conv_flat import flat_backward, flat_forward, flat_pays
 from minibam.function import Context
-from minibam.ops.conv import Conv2d, Geometry, fold, geometry, unfold
+from minibam.ops.conv import Conv2d, Geometry, _window, fold, geometry
 
 
 class FastConv2d(Conv2d):
@@ -46,9 +46,15 @@ class FastConv2d(Conv2d):
             return _regions_forward(ctx, x, weight, bias, g)
         if ctx.flat:
             y, saved = flat_forward(x, weight, g)
-        else:
-            saved = x.reshape(n, c, h * w) if g.is_pointwise else unfold(x, g)
+        elif g.is_pointwise:
+            saved = x.reshape(n, c, h * w)
             y = np.matmul(weight.reshape(o, -1), saved)  # (O, K) @ (N, K, L) -> (N, O, L)
+        else:
+            # The columns are kept for dW; otherwise they are a temporary from `scratch`.
+            saved = columns(x, g, temporary=not ctx.needs_input_grad[1])
+            y = np.matmul(weight.reshape(o, -1), saved)  # (O, K) @ (N, K, L) -> (N, O, L)
+            if not ctx.needs_input_grad[1]:
+                scratch.give(saved)
         if bias is not None:
             b = bias[:, None]
             y = np.add(y, b, out=y) if np.result_type(y, b) == y.dtype else y + b
@@ -173,7 +179,33 @@ def _input_grad_by_correlation(grad: np.ndarray, weight: np.ndarray, g: Geometry
     if flat_pays(o, ow, back):  # the correlation is itself a stride-1 convolution
         gx, _ = flat_forward(grad, flipped, back)
         return gx.reshape(n, -1, *back.out)
-    cols = unfold(grad, back)
-    return np.matmul(flipped.reshape(flipped.shape[0], -1), cols).reshape(n, -1, *back.out)
+    cols = columns(grad, back, temporary=True)
+    gx = np.matmul(flipped.reshape(flipped.shape[0], -1), cols).reshape(n, -1, *back.out)
+    scratch.give(cols)
+    return gx
+
+
+def columns(x: np.ndarray, g: Geometry, temporary: bool) -> np.ndarray:
+    """im2col's columns (``minibam.ops.conv.unfold``, same layout), the padded copy of x
+    always and the columns themselves when ``temporary`` taken from `scratch` (the
+    caller gives them back): a training step makes the same ones every step, and a
+    fresh array pays a page fault per page. Derivation: docs/derivations/conv.md, "im2col"."""
+    n, c, h, w = x.shape
+    (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
+    padded = x
+    if ph or pw:
+        padded = scratch.take((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
+        padded[:, :, :ph], padded[:, :, h + ph:] = 0, 0
+        padded[:, :, ph:h + ph, :pw], padded[:, :, ph:h + ph, w + pw:] = 0, 0
+        padded[:, :, ph:h + ph, pw:w + pw] = x
+    shape = (n, c * kh * kw, oh * ow)
+    cols = scratch.take(shape, x.dtype) if temporary else np.empty(shape, x.dtype)
+    slabs = cols.reshape(n, c, kh, kw, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            slabs[:, :, i, j] = padded[(slice(None), slice(None), *_window(g, i, j))]
+    if padded is not x:
+        scratch.give(padded)
+    return cols
 
 

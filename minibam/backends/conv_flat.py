@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from minibam.backends import scratch
+
 if TYPE_CHECKING:
     from minibam.ops.conv import Geometry  # noqa: F401 - for the annotations only
 
@@ -68,15 +70,20 @@ def flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.nda
     o, (oh, ow) = weight.shape[0], g.out
     flat, wp = pad_flat(x, g)
     run = oh * wp  # oH rows of Wp: the last Wp - oW values of each row are discarded
-    y = np.zeros((n, o, run), dtype=np.result_type(x, weight))
-    term = np.empty_like(y)
+    dtype = np.result_type(x, weight)
+    # Both temporaries come from `scratch` (reused between steps: no fresh pages) and go
+    # back before returning; the result is a fresh array.
+    total, term = scratch.take((n, o, run), dtype), scratch.take((n, o, run), dtype)
+    total.fill(0)
     for i in range(g.kernel[0]):
         for j in range(g.kernel[1]):
             start = flat_offset(g, wp, i, j)
             # (O, C) @ (N, C, run): a read-only view of the buffer, no copy
             np.matmul(weight[:, :, i, j], flat[:, :, start : start + run], out=term)
-            y += term
-    y = np.ascontiguousarray(y.reshape(n, o, oh, wp)[:, :, :, :ow]).reshape(n, o, oh * ow)
+            total += term
+    y = np.ascontiguousarray(total.reshape(n, o, oh, wp)[:, :, :, :ow]).reshape(n, o, oh * ow)
+    scratch.give(total)
+    scratch.give(term)
     return y, flat
 
 
@@ -91,15 +98,17 @@ def flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray,
     run = oh * wp
     dtype = np.result_type(weight, grad)
     # dY on the flat layout: zeros in the discarded columns, so they add nothing anywhere.
-    g_flat = np.zeros((n, o, oh, wp), dtype=grad.dtype)
-    g_flat[:, :, :, :ow] = grad
-    g_flat = g_flat.reshape(n, o, run)
+    g_planes = scratch.take((n, o, oh, wp), grad.dtype)  # temporaries from `scratch`, given back below
+    g_planes[:, :, :, ow:] = 0
+    g_planes[:, :, :, :ow] = grad
+    g_flat = g_planes.reshape(n, o, run)
     gx = gw = None
     if need_w:
         gw = np.empty(weight.shape, dtype=np.result_type(flat, grad))
     if need_x:
-        gx_flat = np.zeros((n, c, flat_length := hp * wp + (g.kernel[1] - 1) * g.dilation[1]), dtype=dtype)
-        term = np.empty((n, c, run), dtype=dtype)
+        gx_flat = scratch.take((n, c, flat_length := hp * wp + (g.kernel[1] - 1) * g.dilation[1]), dtype)
+        gx_flat.fill(0)
+        term = scratch.take((n, c, run), dtype)
     for i in range(g.kernel[0]):
         for j in range(g.kernel[1]):
             start = flat_offset(g, wp, i, j)
@@ -113,4 +122,7 @@ def flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray,
     if need_x:
         planes = gx_flat[:, :, : flat_length - (g.kernel[1] - 1) * g.dilation[1]].reshape(n, c, hp, wp)
         gx = np.ascontiguousarray(planes[:, :, ph : ph + h, pw : pw + w])
+        scratch.give(gx_flat)
+        scratch.give(term)
+    scratch.give(g_planes)
     return gx, gw

@@ -28,11 +28,13 @@ product over the whole batch, not one small product per sample.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from minibam.backends import scratch
+from minibam.backends.threads import map_chunks
 
 if TYPE_CHECKING:
     from minibam.ops.conv import Geometry  # noqa: F401 - for the annotations only
@@ -54,7 +56,8 @@ def valid_taps(a: int, size: int, k: int, s: int, p: int, d: int) -> tuple[int, 
     return first, max(first, last + 1)
 
 
-def segments(size: int, k: int, s: int, p: int, d: int, out: int) -> list[Segment]:
+@functools.lru_cache(maxsize=256)
+def segments(size: int, k: int, s: int, p: int, d: int, out: int) -> tuple[Segment, ...]:
     """The runs of consecutive output positions of one axis that share their valid taps."""
     runs: list[Segment] = []
     for a in range(out):
@@ -63,7 +66,7 @@ def segments(size: int, k: int, s: int, p: int, d: int, out: int) -> list[Segmen
             runs[-1] = runs[-1]._replace(stop=a + 1)
         else:
             runs.append(Segment(a, a + 1, *taps))
-    return runs
+    return tuple(runs)
 
 
 def products(shape: tuple[int, ...], o: int, g: Geometry) -> tuple[int, int]:
@@ -103,10 +106,12 @@ def region_columns(xt: np.ndarray, g: Geometry,
     """Each region's (row run, column run, columns X_R as (C |Ti| |Tj|, |R| N)), from
     ``xt`` = `batch_last`(x); None for a region whose pixels read only padding.
     ``temporary``: the columns come from `scratch`, and the caller gives them back
-    (`give_back`) before it returns."""
+    (`give_back`) before it returns. The copies (one per region and tap pair) are
+    independent, so `threads.map_chunks` shares them out between the cores (NumPy
+    releases the GIL while it copies)."""
     c, h, w, n = xt.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
-    regions = []
+    regions, copies = [], []
     for rows in segments(h, kh, sh, ph, dh, g.out[0]):
         for cols in segments(w, kw, sw, pw, dw, g.out[1]):
             ti, tj = rows.tap1 - rows.tap0, cols.tap1 - cols.tap0
@@ -120,9 +125,22 @@ def region_columns(xt: np.ndarray, g: Geometry,
             for ii in range(ti):
                 rs = _input_slice(rows, rows.tap0 + ii, sh, ph, dh)
                 for jj in range(tj):
-                    grid[:, ii, jj] = xt[:, rs, _input_slice(cols, cols.tap0 + jj, sw, pw, dw)]
+                    copies.append((grid[:, ii, jj], xt[:, rs, _input_slice(cols, cols.tap0 + jj, sw, pw, dw)]))
             regions.append((rows, cols, block))
+
+    def run(chunk: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        for target, source in chunk:
+            target[...] = source
+
+    if xt.size * kh * kw >= THREADED_MIN_ELEMENTS:
+        map_chunks(run, copies)
+    else:
+        run(copies)
     return regions
+
+
+# Below this many copied values, the pool's overhead costs more than a second core saves.
+THREADED_MIN_ELEMENTS = 1 << 17
 
 
 def give_back(regions: list) -> None:
@@ -172,8 +190,9 @@ def regions_weight_grad(gt: np.ndarray, regions: list, weight_shape: tuple[int, 
         g_view = gt[:, rows.start:rows.stop, cols.start:cols.stop]
         g_r = scratch.take((o, block.shape[1]), gt.dtype)  # (O, |R| N)
         g_r.reshape(g_view.shape)[...] = g_view
-        # (O, |R| N) @ (|R| N, K): BLAS reads the columns transposed in place
-        gw[:, :, rows.tap0:rows.tap1, cols.tap0:cols.tap1] += (g_r @ block.T).reshape(
+        # (K, |R| N) @ (|R| N, O), transposed: OpenBLAS runs this orientation faster
+        # than (O, |R| N) @ (|R| N, K) (as im2col's dW in `minibam.backends.conv`)
+        gw[:, :, rows.tap0:rows.tap1, cols.tap0:cols.tap1] += (block @ g_r.T).T.reshape(
             o, weight_shape[1], rows.tap1 - rows.tap0, cols.tap1 - cols.tap0)
         scratch.give(g_r)
     return gw
