@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_backends import _assert_close
+from test_backends import _assert_close, conv_cases
 
 import minibam as mb
 from minibam import functional as F
-from minibam.backends import allocator, conv_regions, fast, scratch
+from minibam.backends import allocator, conv_flat, conv_regions, fast, scratch
 from minibam.ops.conv import geometry
 
 
@@ -153,3 +153,29 @@ def test_no_result_shares_memory_with_a_kept_buffer(keep_columns, monkeypatch):
     for t, g in zip((x, w, b), first, strict=True):
         np.testing.assert_array_equal(t.grad, g)
     scratch.release()
+
+
+@settings(max_examples=50, deadline=None)
+@given(case=conv_cases(), keep_columns=st.booleans(), force_flat=st.booleans(),
+       frozen=st.sampled_from([(), (0,), (1,)]))
+def test_every_conv_path_with_columns_kept_or_rebuilt(case, keep_columns, force_flat, frozen):
+    """im2col, 1x1 and the flat layout (tests/test_backends.py's cases), with dW's columns
+    kept from forward (freed memory kept) or rebuilt in backward into reused buffers."""
+    x, weight, bias, params, dtype, rng = case
+    out = F.conv2d(mb.Tensor(x), mb.Tensor(weight), None, **params).shape
+    dy = rng.standard_normal(out).astype(dtype)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(allocator, "is_tuned", lambda: keep_columns)
+        if force_flat:
+            patch.setattr(conv_flat, "FLAT_MAX_WASTE", float("inf"))
+            patch.setattr(conv_flat, "FLAT_MIN_CHANNELS", 1)
+        results = []
+        for enabled in (False, True):
+            with fast.flags(enabled=enabled):
+                tensors = [None if a is None else mb.Tensor(a, requires_grad=i not in frozen)
+                           for i, a in enumerate([x, weight, bias])]
+                y = F.conv2d(*tensors, **params)
+                y.backward(dy)
+                y.backward(dy)  # twice: what was saved survives a walk
+                results.append([y.data] + [None if t is None else t.grad for t in tensors])
+    _assert_close(*results, dtype)

@@ -22,18 +22,21 @@ if TYPE_CHECKING:
     from minibam.ops.conv import Geometry  # noqa: F401 - for the annotations only
 
 
-def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
+def pad_flat(x: np.ndarray, g: Geometry, temporary: bool = False) -> tuple[np.ndarray, int]:
     """``x`` zero-padded, each (channel) plane flattened: (N, C, Hp * Wp + tail), and Wp.
 
     The layout of the stride-1 path (see `Conv2d`): in it, kernel offset (i, j)
     reads, for every output pixel at once, one contiguous run of ``oH * Wp`` values
     starting at `flat_offset`. The ``(kW - 1) dW`` zeros of the tail let the last
-    offset's run end inside the buffer.
+    offset's run end inside the buffer. ``temporary``: the buffer comes from `scratch`
+    (the caller gives it back).
     """
     n, c, h, w = x.shape
     (ph, pw), (kw, dw) = g.padding, (g.kernel[1], g.dilation[1])
     hp, wp = h + 2 * ph, w + 2 * pw
-    flat = np.zeros((n, c, hp * wp + (kw - 1) * dw), dtype=x.dtype)
+    shape = (n, c, hp * wp + (kw - 1) * dw)
+    flat = scratch.take(shape, x.dtype) if temporary else np.empty(shape, x.dtype)
+    flat.fill(0)
     flat[:, :, : hp * wp].reshape(n, c, hp, wp)[:, :, ph : ph + h, pw : pw + w] = x
     return flat, wp
 
@@ -61,14 +64,16 @@ def flat_pays(channels: int, width: int, g: Geometry) -> bool:
     return wp - g.out[1] <= FLAT_MAX_WASTE * g.out[1]
 
 
-def flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
+def flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry,
+                 keep: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on `pad_flat`'s layout.
 
-    Returns y as (N, O, oH * oW) and the padded input (kept for dW).
+    Returns y as (N, O, oH * oW) and the padded input (for dW) when ``keep``, else None
+    (then the padded input was a temporary from `scratch`).
     """
     n = x.shape[0]
     o, (oh, ow) = weight.shape[0], g.out
-    flat, wp = pad_flat(x, g)
+    flat, wp = pad_flat(x, g, temporary=not keep)
     run = oh * wp  # oH rows of Wp: the last Wp - oW values of each row are discarded
     dtype = np.result_type(x, weight)
     # Both temporaries come from `scratch` (reused between steps: no fresh pages) and go
@@ -84,6 +89,9 @@ def flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.nda
     y = np.ascontiguousarray(total.reshape(n, o, oh, wp)[:, :, :, :ow]).reshape(n, o, oh * ow)
     scratch.give(total)
     scratch.give(term)
+    if not keep:
+        scratch.give(flat)
+        flat = None
     return y, flat
 
 
