@@ -16,6 +16,11 @@ what the user holds. Kernels that run on several threads each take their own buf
 
 Bound: at most ``LIMIT_BYTES`` held while idle (least recently given dropped first);
 `release` empties the pool.
+
+When the process keeps freed memory anyway (`allocator.keep_freed_memory` was called),
+glibc already hands the same memory back, still warm in the cache: the pool then stands
+aside (`take` is ``np.empty``, `give` keeps nothing), so the two never hold the same
+temporaries twice over.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
+
+from minibam.backends import allocator
 
 LIMIT_BYTES = 64 << 20
 # Below this size an array comes from the heap anyway (glibc's default mmap threshold is
@@ -43,6 +50,8 @@ def take(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-contiguous array of ``shape`` and ``dtype``: a kept one if any."""
     global _held
     key = _key(shape, dtype)
+    if allocator.is_tuned():
+        return np.empty(key[0], dtype=dtype)
     with _lock:
         kept = _pool.get(key)
         if kept:
@@ -55,7 +64,8 @@ def take(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 def give(array: np.ndarray) -> None:
     """Keep ``array`` (from `take`, no longer used by anyone) for a later `take`."""
     global _held
-    if array.nbytes < MIN_BYTES or array.base is not None or not array.flags.c_contiguous:
+    if (array.nbytes < MIN_BYTES or array.base is not None or not array.flags.c_contiguous
+            or allocator.is_tuned()):
         return
     key = _key(array.shape, array.dtype)
     with _lock:
