@@ -10,7 +10,7 @@ and one interior run where every tap is inside (`segments`). A region is a pair 
 one per axis; inside it every pixel has the same taps, so its im2col has no zero and its
 product is
 
-$$Y_R = W_{:, :, T_i, T_j}\, X_R, \qquad X_R \text{ of shape } (C |T_i| |T_j|,\ N\,|R|),$$
+$$Y_R = W_{:, :, T_i, T_j}\, X_R, \qquad X_R \text{ of shape } (|T_i| |T_j| C,\ |R|\,N),$$
 
 one matrix product per region with only the taps $T_i \times T_j$ that read the map
 (docs/fast-kernels.md, "Skipping the padding"; the sum is formula (C) of
@@ -22,8 +22,10 @@ Backward, from the same derivation per region: $\bar W_{:,:,T_i,T_j} \mathrel{+}
 \bar Y_R X_R^\top$, and for stride 1 the input gradient is itself a convolution
 (`minibam.backends.conv`, `_input_grad_by_correlation`), run by this same kernel.
 
-The columns are laid out (C, taps, N, pixels) so that each region is **one** matrix
-product over the whole batch, not one small product per sample.
+The columns are laid out (taps, C, pixels, N), from x copied once with the batch last
+(`batch_last`): each region is then **one** matrix product over the whole batch, not one
+small product per sample, and every copy moves runs of (region width x N) values
+instead of runs of a region's width.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def batch_last(x: np.ndarray, temporary: bool = False) -> np.ndarray:
 
 def region_columns(xt: np.ndarray, g: Geometry,
                    temporary: bool = False) -> list[tuple[Segment, Segment, np.ndarray | None]]:
-    """Each region's (row run, column run, columns X_R as (C |Ti| |Tj|, |R| N)), from
+    """Each region's (row run, column run, columns X_R as (|Ti| |Tj| C, |R| N)), from
     ``xt`` = `batch_last`(x); None for a region whose pixels read only padding.
     ``temporary``: the columns come from `scratch`, and the caller gives them back
     (`give_back`) before it returns. The copies (one per region and tap pair) are
@@ -121,11 +123,11 @@ def region_columns(xt: np.ndarray, g: Geometry,
             ra, rb = rows.stop - rows.start, cols.stop - cols.start
             shape = (c * ti * tj, ra * rb * n)
             block = scratch.take(shape, xt.dtype) if temporary else np.empty(shape, xt.dtype)
-            grid = block.reshape(c, ti, tj, ra, rb, n)  # a view: the taps' slabs
+            grid = block.reshape(ti, tj, c, ra, rb, n)  # a view: the taps' slabs
             for ii in range(ti):
                 rs = _input_slice(rows, rows.tap0 + ii, sh, ph, dh)
                 for jj in range(tj):
-                    copies.append((grid[:, ii, jj], xt[:, rs, _input_slice(cols, cols.tap0 + jj, sw, pw, dw)]))
+                    copies.append((grid[ii, jj], xt[:, rs, _input_slice(cols, cols.tap0 + jj, sw, pw, dw)]))
             regions.append((rows, cols, block))
 
     def run(chunk: list[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -160,12 +162,14 @@ def regions_forward(xt: np.ndarray, weight: np.ndarray, g: Geometry,
     dtype = np.result_type(xt, weight)
     yt = scratch.take((o, oh, ow, n), dtype)  # the output, batch last
     regions = region_columns(xt, g, temporary=not keep)
+    # (O, kH, kW, C): a region's weight rows (taps, then channels) are then runs of C
+    taps_last = np.ascontiguousarray(weight.transpose(0, 2, 3, 1))
     for rows, cols, block in regions:
         target = yt[:, rows.start:rows.stop, cols.start:cols.stop]
         if block is None:
             target[...] = 0
             continue
-        w_r = weight[:, :, rows.tap0:rows.tap1, cols.tap0:cols.tap1].reshape(o, -1)
+        w_r = taps_last[:, rows.tap0:rows.tap1, cols.tap0:cols.tap1].reshape(o, -1)
         product = scratch.take((o, block.shape[1]), dtype)
         np.matmul(w_r, block, out=product)
         target[...] = product.reshape(target.shape)
@@ -182,8 +186,8 @@ def regions_weight_grad(gt: np.ndarray, regions: list, weight_shape: tuple[int, 
                         dtype: np.dtype) -> np.ndarray:
     """$\\bar W_{:, :, T_i, T_j} = \\sum_R \\bar Y_R X_R^\\top$, from ``gt`` =
     `batch_last`(dY) and the forward's columns."""
-    o = weight_shape[0]
-    gw = np.zeros(weight_shape, dtype=dtype)
+    o, c, kh, kw = weight_shape
+    gw = np.zeros((o, kh, kw, c), dtype=dtype)  # taps before channels, as the columns' rows
     for rows, cols, block in regions:
         if block is None:
             continue
@@ -192,10 +196,10 @@ def regions_weight_grad(gt: np.ndarray, regions: list, weight_shape: tuple[int, 
         g_r.reshape(g_view.shape)[...] = g_view
         # (K, |R| N) @ (|R| N, O), transposed: OpenBLAS runs this orientation faster
         # than (O, |R| N) @ (|R| N, K) (as im2col's dW in `minibam.backends.conv`)
-        gw[:, :, rows.tap0:rows.tap1, cols.tap0:cols.tap1] += (block @ g_r.T).T.reshape(
-            o, weight_shape[1], rows.tap1 - rows.tap0, cols.tap1 - cols.tap0)
+        gw[:, rows.tap0:rows.tap1, cols.tap0:cols.tap1] += (block @ g_r.T).T.reshape(
+            o, rows.tap1 - rows.tap0, cols.tap1 - cols.tap0, c)
         scratch.give(g_r)
-    return gw
+    return np.ascontiguousarray(gw.transpose(0, 3, 1, 2))
 
 
 # When the split pays (measured by `benchmarks/conv_kernels.py`): a large share of
