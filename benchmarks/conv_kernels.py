@@ -8,10 +8,11 @@ CIFAR-sized one) it prints
 
 - the products of the forward with im2col and with the regions that skip the padding
   (`minibam.backends.conv_regions.products`), and the values each copies into columns;
-- the CPU time of forward + backward (dx, dW, db) on the path minibam takes by default
-  and on im2col (the regions switched off), best of ``--repeat`` interleaved calls, and
-  the GFLOP/s that makes, counting the **useful** products only (3 x 2 x the regions'
-  forward products: forward, dW and dx each multiply every non-zero pair once);
+- the CPU time of forward + backward (dx, dW, db) without the regions (im2col, or the
+  flat layout where that is taken) and with the regions forced, best of ``--repeat``
+  interleaved calls, which of the two minibam takes by default, and the GFLOP/s of the
+  faster, counting the **useful** products only (3 x 2 x the regions' forward products:
+  forward, dW and dx each multiply every non-zero pair once);
 - the peak: the GFLOP/s of one large square matrix product in the same process, the
   most this machine's BLAS reaches with these threads.
 
@@ -72,6 +73,7 @@ def main() -> None:
     import minibam as mb
     from minibam import functional as F
     from minibam.backends import conv_regions
+    from minibam.backends.conv import _path
     from minibam.ops.conv import geometry
 
     dtype = np.dtype(args.dtype)
@@ -80,7 +82,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"peak: one 1536^3 matrix product, {peak:.0f} GFLOP/s (CPU time)\n")
     header = (f"{'convolution':36} {'products im2col':>16} {'regions':>13} {'skipped':>8} "
-              f"{'im2col ms':>10} {'default ms':>11} {'GFLOP/s':>8} {'% peak':>7} {'path':>8}")
+              f"{'im2col/flat ms':>14} {'regions ms':>11} {'default':>8} {'GFLOP/s':>8} {'% peak':>7}")
     print(header)
     print("-" * len(header))
     for label, (n, c, h, w) in CASES.items():
@@ -94,19 +96,19 @@ def main() -> None:
             tensors = [mb.Tensor(a, requires_grad=True) for a in arrays]
             F.conv2d(*tensors, padding=4, dilation=4).backward(dy)
 
-        def im2col(step=step) -> None:
-            saved = conv_regions.REGIONS_MIN_SKIPPED
-            conv_regions.REGIONS_MIN_SKIPPED = 2.0  # never: the im2col (or flat) path
+        def forced(threshold: float, step=step) -> None:
+            saved = conv_regions.REGIONS_MIN_SKIPPED, conv_regions.REGIONS_MIN_CHANNELS
+            conv_regions.REGIONS_MIN_SKIPPED, conv_regions.REGIONS_MIN_CHANNELS = threshold, 1
             try:
                 step()
             finally:
-                conv_regions.REGIONS_MIN_SKIPPED = saved
+                conv_regions.REGIONS_MIN_SKIPPED, conv_regions.REGIONS_MIN_CHANNELS = saved
 
-        t_im2col, t_default = best_cpu_time([im2col, step], args.repeat)
-        path = "regions" if conv_regions.regions_pay(c, h, w, g) else "im2col/flat"
-        gflops = 3 * 2 * kept / t_default / 1e9
-        print(f"{label:36} {full:16,d} {kept:13,d} {1 - kept / full:8.0%} {t_im2col * 1e3:10.2f} "
-              f"{t_default * 1e3:11.2f} {gflops:8.0f} {gflops / peak:7.0%} {path:>8}")
+        t_plain, t_regions = best_cpu_time([lambda: forced(2.0), lambda: forced(0.0)], args.repeat)
+        path = {"columns": "im2col"}.get(_path(c, h, w, g), _path(c, h, w, g))
+        gflops = 3 * 2 * kept / min(t_plain, t_regions) / 1e9
+        print(f"{label:36} {full:16,d} {kept:13,d} {1 - kept / full:8.0%} {t_plain * 1e3:14.2f} "
+              f"{t_regions * 1e3:11.2f} {path:>8} {gflops:8.0f} {gflops / peak:7.0%}")
 
 
 if __name__ == "__main__":

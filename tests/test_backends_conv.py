@@ -96,11 +96,14 @@ def test_products_counted_for_bams_convolutions():
         assert full == 2 * 5 * 3 * h * h * 9 and kept == pytest.approx(full * (1 - expected))
 
 
-def test_bams_dilated_convolution_takes_the_regions_where_they_pay():
-    g14, g56 = geometry("t", 14, 14, 3, 1, 4, 4), geometry("t", 56, 56, 3, 1, 4, 4)
-    assert conv_regions.regions_pay(64, 14, 14, g14)
-    assert not conv_regions.regions_pay(16, 56, 56, g56)  # 5 % zeros: the flat layout's
-    assert not conv_regions.regions_pay(64, 14, 14, geometry("t", 14, 14, 3, 2, 4, 4))  # stride 2
+def test_bams_dilated_convolutions_take_the_regions_where_they_pay():
+    from minibam.backends.conv import _path
+
+    assert _path(64, 14, 14, geometry("t", 14, 14, 3, 1, 4, 4)) == "regions"
+    assert _path(32, 28, 28, geometry("t", 28, 28, 3, 1, 4, 4)) == "regions"
+    assert _path(16, 56, 56, geometry("t", 56, 56, 3, 1, 4, 4)) == "flat"  # 9 % zeros: no copies wins
+    assert _path(4, 32, 32, geometry("t", 32, 32, 3, 1, 4, 4)) == "columns"  # too few channels (and 25 % flat waste)
+    assert _path(64, 14, 14, geometry("t", 14, 14, 3, 2, 4, 4)) == "columns"  # stride 2
 
 
 def test_scratch_reuses_and_never_hands_out_a_buffer_in_use():

@@ -12,9 +12,9 @@ kH kW times over, and forms $\bar x$ by col2im. This twin computes the same sums
 - for stride 1, $\bar x$ is a correlation of $\bar y$ with the flipped kernel: one large
   matrix product instead of col2im's kH kW small ones
   (docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too");
-- stride-1 convolutions whose padding is a large share of the window (BAM's dilated 3x3
-  on small maps) skip the products with padding zeros: one matrix product per region
-  of pixels that share their valid taps (`conv_regions`; docs/fast-kernels.md);
+- other padded stride-1 convolutions with at least 8 channels (BAM's dilated 3x3 at
+  28 x 28 and 14 x 14) skip the products with padding zeros: one matrix product per
+  region of pixels that share their valid taps (`conv_regions`; docs/fast-kernels.md);
 - the columns are kept for backward only when the weight needs a gradient.
 
 Tested against the plain op in tests/test_backends.py and tests/test_conv.py.
@@ -98,10 +98,11 @@ class FastConv2d(Conv2d):
 
 def _path(c: int, h: int, w: int, g: Geometry) -> str:
     """Which kernel runs a convolution: "regions", "flat", "pointwise" or "columns" (im2col)."""
-    if conv_regions.regions_pay(c, h, w, g):
-        return "regions"
-    if flat_pays(c, w, g):
+    regions = conv_regions.regions_pay(c, h, w, g)
+    if flat_pays(c, w, g) and not (regions and conv_regions.skipped_share(h, w, g) >= conv_regions.REGIONS_OVER_FLAT):
         return "flat"
+    if regions:
+        return "regions"
     return "pointwise" if g.is_pointwise else "columns"
 
 

@@ -202,17 +202,22 @@ def regions_weight_grad(gt: np.ndarray, regions: list, weight_shape: tuple[int, 
     return np.ascontiguousarray(gw.transpose(0, 3, 1, 2))
 
 
-# When the split pays (measured by `benchmarks/conv_kernels.py`): a large share of
-# im2col's products with padding zeros, and enough channels that each region's product
-# is a real matrix product (below that the flat layout or im2col's single call win).
-REGIONS_MIN_SKIPPED = 0.25
+# When the split pays (measured by `benchmarks/conv_kernels.py`): some padding to skip,
+# and enough channels that each region's product is a real matrix product. Against
+# im2col it won at every such size measured (its batch-last copies are faster than
+# im2col's short ones, besides the products it skips); against the flat layout (few
+# channels, little waste, no copies at all: `conv_flat`) only when a large share of the
+# products are with padding zeros (`REGIONS_OVER_FLAT`).
+REGIONS_MIN_SKIPPED = 0.05
 REGIONS_MIN_CHANNELS = 8
+REGIONS_OVER_FLAT = 0.25
 
 
 def regions_pay(channels: int, height: int, width: int, g: Geometry) -> bool:
-    """Whether a convolution takes this path: stride 1 (so that the input gradient is a
-    convolution of the same kind, run by this kernel too), padding within the kernel's
-    reach, few enough regions, and the thresholds above."""
+    """Whether this path may take a convolution: stride 1 (so that the input gradient is
+    a convolution of the same kind, run by this kernel too), padding within the kernel's
+    reach, and the thresholds above. `minibam.backends.conv` then prefers the flat
+    layout where that is taken, unless ``skipped_share >= REGIONS_OVER_FLAT``."""
     if g.stride != (1, 1) or channels < REGIONS_MIN_CHANNELS:
         return False
     if any(p > d * (k - 1) for k, p, d in zip(g.kernel, g.padding, g.dilation, strict=True)):
