@@ -103,7 +103,9 @@ def test_bams_dilated_convolutions_take_the_regions_where_they_pay():
     assert _path(32, 28, 28, geometry("t", 28, 28, 3, 1, 4, 4)) == "regions"
     assert _path(16, 56, 56, geometry("t", 56, 56, 3, 1, 4, 4)) == "flat"  # 9 % zeros: no copies wins
     assert _path(4, 32, 32, geometry("t", 32, 32, 3, 1, 4, 4)) == "columns"  # too few channels (and 25 % flat waste)
-    assert _path(64, 14, 14, geometry("t", 14, 14, 3, 2, 4, 4)) == "columns"  # stride 2
+    assert _path(64, 14, 14, geometry("t", 14, 14, 3, 2, 4, 4)) == "regions"  # dx then by col2im
+    assert _path(64, 14, 14, geometry("t", 14, 14, 3, 1, 9, 4)) == "columns"  # a tap past any input
+    assert _path(64, 14, 14, geometry("t", 14, 14, 3, 1, 0, 1)) == "columns"  # no padding to skip
 
 
 def test_scratch_reuses_and_never_hands_out_a_buffer_in_use():

@@ -155,7 +155,9 @@ def _regions_backward(ctx: Context, grad: np.ndarray, weight: np.ndarray,
         gw = conv_regions.regions_weight_grad(gt, regions, weight.shape, np.result_type(grad, ctx.x_dtype))
         if not ctx.kept:
             conv_regions.give_back(regions)
-    if need_x:
+    if need_x and g.stride != (1, 1):  # not a convolution of the same kind: col2im's products
+        gx = _input_grad(ctx, grad, weight)
+    elif need_x:
         (kh, kw), (dh, dw), (ph, pw) = g.kernel, g.dilation, g.padding
         back = geometry("conv2d", *g.out, g.kernel, 1, (dh * (kh - 1) - ph, dw * (kw - 1) - pw), g.dilation)
         flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, O, kH, kW)

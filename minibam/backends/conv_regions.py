@@ -211,6 +211,7 @@ def regions_weight_grad(gt: np.ndarray, regions: list, weight_shape: tuple[int, 
 REGIONS_MIN_SKIPPED = 0.05
 REGIONS_MIN_CHANNELS = 8
 REGIONS_OVER_FLAT = 0.25
+STRIDED = True
 
 
 def regions_pay(channels: int, height: int, width: int, g: Geometry) -> bool:
@@ -218,7 +219,7 @@ def regions_pay(channels: int, height: int, width: int, g: Geometry) -> bool:
     a convolution of the same kind, run by this kernel too), padding within the kernel's
     reach, and the thresholds above. `minibam.backends.conv` then prefers the flat
     layout where that is taken, unless ``skipped_share >= REGIONS_OVER_FLAT``."""
-    if g.stride != (1, 1) or channels < REGIONS_MIN_CHANNELS:
+    if channels < REGIONS_MIN_CHANNELS or (g.stride != (1, 1) and not STRIDED):
         return False
     if any(p > d * (k - 1) for k, p, d in zip(g.kernel, g.padding, g.dilation, strict=True)):
         return False
