@@ -163,13 +163,13 @@ def regions_forward(xt: np.ndarray, weight: np.ndarray, g: Geometry,
     yt = scratch.take((o, oh, ow, n), dtype)  # the output, batch last
     regions = region_columns(xt, g, temporary=not keep)
     # (O, kH, kW, C): a region's weight rows (taps, then channels) are then runs of C
-    taps_last = np.ascontiguousarray(weight.transpose(0, 2, 3, 1))
+    channels_last = np.ascontiguousarray(weight.transpose(0, 2, 3, 1))
     for rows, cols, block in regions:
         target = yt[:, rows.start:rows.stop, cols.start:cols.stop]
         if block is None:
             target[...] = 0
             continue
-        w_r = taps_last[:, rows.tap0:rows.tap1, cols.tap0:cols.tap1].reshape(o, -1)
+        w_r = channels_last[:, rows.tap0:rows.tap1, cols.tap0:cols.tap1].reshape(o, -1)
         product = scratch.take((o, block.shape[1]), dtype)
         np.matmul(w_r, block, out=product)
         target[...] = product.reshape(target.shape)
