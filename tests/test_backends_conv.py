@@ -193,3 +193,18 @@ def test_scratch_stands_aside_when_freed_memory_is_kept(monkeypatch):
     buffer = np.empty((256, 256), np.float32)
     scratch.give(buffer)
     assert scratch.held_bytes() == 0 and scratch.take((256, 256), np.float32) is not buffer
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_starts_with_an_empty_pool():
+    import os
+
+    scratch.release()
+    scratch.give(np.empty((256, 256), np.float32))
+    assert scratch.held_bytes() > 0
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        os._exit(0 if scratch.held_bytes() == 0 and scratch.take((4,), np.float32).shape == (4,) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    scratch.release()

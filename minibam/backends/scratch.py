@@ -25,6 +25,7 @@ temporaries twice over.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -40,6 +41,19 @@ MIN_BYTES = 64 << 10
 _pool: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
 _held = 0
 _lock = threading.Lock()
+
+
+def _after_fork() -> None:
+    """A forked child starts with an empty pool and a fresh lock (the parent's lock may
+    have been held by a thread that does not exist in the child)."""
+    global _lock, _held
+    _lock = threading.Lock()
+    _pool.clear()
+    _held = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _key(shape: tuple[int, ...], dtype: np.dtype) -> tuple:
