@@ -10,8 +10,8 @@ CIFAR-sized one) it prints
   (`minibam.backends.conv_regions.products`), and the values each copies into columns;
 - the CPU time of forward + backward (dx, dW, db) without the regions (im2col, or the
   flat layout where that is taken) and with the regions forced, best of ``--repeat``
-  interleaved calls, which of the two minibam takes by default, and the GFLOP/s of the
-  faster, counting the **useful** products only (3 x 2 x the regions' forward products:
+  interleaved calls, which path minibam takes by default, and the GFLOP/s of that path,
+  counting the **useful** products only (3 x 2 x the regions' forward products:
   forward, dW and dx each multiply every non-zero pair once);
 - the peak: the GFLOP/s of one large square matrix product in the same process, the
   most this machine's BLAS reaches with these threads.
@@ -96,17 +96,21 @@ def main() -> None:
             tensors = [mb.Tensor(a, requires_grad=True) for a in arrays]
             F.conv2d(*tensors, padding=4, dilation=4).backward(dy)
 
-        def forced(threshold: float, step=step) -> None:
-            saved = conv_regions.REGIONS_MIN_SKIPPED, conv_regions.REGIONS_MIN_CHANNELS
-            conv_regions.REGIONS_MIN_SKIPPED, conv_regions.REGIONS_MIN_CHANNELS = threshold, 1
+        names = ("REGIONS_MIN_SKIPPED", "REGIONS_MIN_CHANNELS", "REGIONS_OVER_FLAT")
+
+        def forced(regions: bool, step=step, names=names) -> None:
+            saved = [getattr(conv_regions, name) for name in names]
+            for name, value in zip(names, (0.0, 1, 0.0) if regions else (2.0, 1, 2.0), strict=True):
+                setattr(conv_regions, name, value)
             try:
                 step()
             finally:
-                conv_regions.REGIONS_MIN_SKIPPED, conv_regions.REGIONS_MIN_CHANNELS = saved
+                for name, value in zip(names, saved, strict=True):
+                    setattr(conv_regions, name, value)
 
-        t_plain, t_regions = best_cpu_time([lambda: forced(2.0), lambda: forced(0.0)], args.repeat)
+        t_plain, t_regions = best_cpu_time([lambda: forced(False), lambda: forced(True)], args.repeat)
         path = {"columns": "im2col"}.get(_path(c, h, w, g), _path(c, h, w, g))
-        gflops = 3 * 2 * kept / min(t_plain, t_regions) / 1e9
+        gflops = 3 * 2 * kept / (t_regions if path == "regions" else t_plain) / 1e9
         print(f"{label:36} {full:16,d} {kept:13,d} {1 - kept / full:8.0%} {t_plain * 1e3:14.2f} "
               f"{t_regions * 1e3:11.2f} {path:>8} {gflops:8.0f} {gflops / peak:7.0%}")
 
