@@ -54,7 +54,7 @@ def test_regions_match_the_plain_op(case, keep_columns, frozen, threaded):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(conv_regions, "REGIONS_MIN_SKIPPED", 0.0)
         patch.setattr(conv_regions, "REGIONS_MIN_CHANNELS", 1)
-        patch.setattr(allocator, "is_tuned", lambda: keep_columns)
+        patch.setattr(allocator, "freed_memory_kept", lambda: keep_columns)
         patch.setattr(conv_regions, "THREADED_MIN_ELEMENTS", 0 if threaded else 1 << 60)
         results = []
         for enabled in (False, True):
@@ -108,7 +108,8 @@ def test_bams_dilated_convolutions_take_the_regions_where_they_pay():
     assert _path(64, 14, 14, geometry("t", 14, 14, 3, 1, 0, 1)) == "columns"  # no padding to skip
 
 
-def test_scratch_reuses_and_never_hands_out_a_buffer_in_use():
+def test_scratch_reuses_and_never_hands_out_a_buffer_in_use(monkeypatch):
+    monkeypatch.setattr(allocator, "freed_memory_kept", lambda: False)  # whatever MALLOC_* says
     scratch.release()
     a = scratch.take((256, 256), np.float32)
     b = scratch.take((256, 256), np.float32)
@@ -124,6 +125,7 @@ def test_scratch_reuses_and_never_hands_out_a_buffer_in_use():
 
 
 def test_scratch_stays_within_its_bound(monkeypatch):
+    monkeypatch.setattr(allocator, "freed_memory_kept", lambda: False)
     scratch.release()
     monkeypatch.setattr(scratch, "LIMIT_BYTES", 3 * 256 * 256 * 4)
     buffers = [np.empty((256, 256), np.float32) for _ in range(5)]
@@ -138,7 +140,7 @@ def test_scratch_stays_within_its_bound(monkeypatch):
 def test_no_result_shares_memory_with_a_kept_buffer(keep_columns, monkeypatch):
     """y, x.grad, W.grad, b.grad are the caller's: none is a buffer the pool may hand out
     again; and a second backward through the same graph gives the same gradients."""
-    monkeypatch.setattr(allocator, "is_tuned", lambda: keep_columns)
+    monkeypatch.setattr(allocator, "freed_memory_kept", lambda: keep_columns)
     scratch.release()
     rng = np.random.default_rng(0)
     x = mb.Tensor(rng.standard_normal((4, 16, 14, 14)).astype(np.float32), requires_grad=True)
@@ -171,7 +173,7 @@ def test_every_conv_path_with_columns_kept_or_rebuilt(case, keep_columns, force_
     out = F.conv2d(mb.Tensor(x), mb.Tensor(weight), None, **params).shape
     dy = rng.standard_normal(out).astype(dtype)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(allocator, "is_tuned", lambda: keep_columns)
+        patch.setattr(allocator, "freed_memory_kept", lambda: keep_columns)
         if force_flat:
             patch.setattr(conv_flat, "FLAT_MAX_WASTE", float("inf"))
             patch.setattr(conv_flat, "FLAT_MIN_CHANNELS", 1)
@@ -189,16 +191,17 @@ def test_every_conv_path_with_columns_kept_or_rebuilt(case, keep_columns, force_
 
 def test_scratch_stands_aside_when_freed_memory_is_kept(monkeypatch):
     scratch.release()
-    monkeypatch.setattr(allocator, "is_tuned", lambda: True)
+    monkeypatch.setattr(allocator, "freed_memory_kept", lambda: True)
     buffer = np.empty((256, 256), np.float32)
     scratch.give(buffer)
     assert scratch.held_bytes() == 0 and scratch.take((256, 256), np.float32) is not buffer
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
-def test_a_forked_child_starts_with_an_empty_pool():
+def test_a_forked_child_starts_with_an_empty_pool(monkeypatch):
     import os
 
+    monkeypatch.setattr(allocator, "freed_memory_kept", lambda: False)
     scratch.release()
     scratch.give(np.empty((256, 256), np.float32))
     assert scratch.held_bytes() > 0
@@ -208,3 +211,17 @@ def test_a_forked_child_starts_with_an_empty_pool():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     scratch.release()
+
+
+def test_freed_memory_counts_as_kept_from_the_environment_too(monkeypatch):
+    """minibam bench --allocator kept starts each side with glibc's environment variables:
+    the kernels must then keep their arrays as with keep_freed_memory()."""
+    monkeypatch.setattr(allocator, "_tuned", False)
+    for name in allocator.ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert not allocator.freed_memory_kept()
+    for name, value in allocator.ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    assert allocator.freed_memory_kept()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")  # glibc's default: the heap is trimmed
+    assert not allocator.freed_memory_kept()

@@ -34,7 +34,7 @@ class FastConv2d(Conv2d):
     """`Conv2d` with the paths above; the walk calls this class's backward after its forward.
 
     What is saved for dW: the input's columns (im2col's, the regions', or the flat padded
-    copy) when freed memory is kept for reuse (`allocator.is_tuned`); otherwise x itself,
+    copy) when freed memory is kept for reuse (`allocator.freed_memory_kept`); otherwise x itself,
     and backward rebuilds the columns into reused buffers (`scratch`): a copy, instead
     of a fresh array whose every page faults, each step. Nothing when W needs no gradient.
     """
@@ -48,7 +48,7 @@ class FastConv2d(Conv2d):
         ctx.x_shape, ctx.x_dtype, ctx.geometry = x.shape, x.dtype, g
         ctx.path = _path(c, h, w, g)
         need_w = ctx.needs_input_grad[1]
-        ctx.kept = need_w and (ctx.path == "pointwise" or allocator.is_tuned())
+        ctx.kept = need_w and (ctx.path == "pointwise" or allocator.freed_memory_kept())
         if ctx.path == "regions":
             xt = conv_regions.batch_last(x)
             y, regions = conv_regions.regions_forward(xt, weight, g, keep=ctx.kept)

@@ -64,7 +64,7 @@ def take(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """An uninitialised C-contiguous array of ``shape`` and ``dtype``: a kept one if any."""
     global _held
     key = _key(shape, dtype)
-    if allocator.is_tuned():
+    if allocator.freed_memory_kept():
         return np.empty(key[0], dtype=dtype)
     with _lock:
         kept = _pool.get(key)
@@ -79,7 +79,7 @@ def give(array: np.ndarray) -> None:
     """Keep ``array`` (from `take`, no longer used by anyone) for a later `take`."""
     global _held
     if (array.nbytes < MIN_BYTES or array.base is not None or not array.flags.c_contiguous
-            or allocator.is_tuned()):
+            or allocator.freed_memory_kept()):
         return
     key = _key(array.shape, array.dtype)
     with _lock:
