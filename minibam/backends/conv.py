@@ -213,8 +213,7 @@ def columns(x: np.ndarray, g: Geometry, temporary: bool) -> np.ndarray:
     padded = x
     if ph or pw:
         padded = scratch.take((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
-        padded[:, :, :ph], padded[:, :, h + ph:] = 0, 0
-        padded[:, :, ph:h + ph, :pw], padded[:, :, ph:h + ph, w + pw:] = 0, 0
+        padded.fill(0)  # one memset: fewer calls than zeroing the four borders apart
         padded[:, :, ph:h + ph, pw:w + pw] = x
     shape = (n, c * kh * kw, oh * ow)
     cols = scratch.take(shape, x.dtype) if temporary else np.empty(shape, x.dtype)

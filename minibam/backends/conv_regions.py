@@ -82,6 +82,7 @@ def products(shape: tuple[int, ...], o: int, g: Geometry) -> tuple[int, int]:
     return n * o * c * oh * ow * kh * kw, n * o * c * per_row * per_col
 
 
+@functools.lru_cache(maxsize=256)
 def skipped_share(h: int, w: int, g: Geometry) -> float:
     """The share of im2col's products that are with padding zeros."""
     full, kept = products((1, 1, h, w), 1, g)
