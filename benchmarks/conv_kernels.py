@@ -100,7 +100,8 @@ def main() -> None:
 
         def forced(regions: bool, step=step, names=names) -> None:
             saved = [getattr(conv_regions, name) for name in names]
-            for name, value in zip(names, (0.0, 1, 0.0) if regions else (2.0, 1, 2.0), strict=True):
+            on, off = ({4: 0.0, 8: 0.0}, 1, 0.0), ({4: 2.0, 8: 2.0}, 1, 2.0)
+            for name, value in zip(names, on if regions else off, strict=True):
                 setattr(conv_regions, name, value)
             try:
                 step()
@@ -109,7 +110,8 @@ def main() -> None:
                     setattr(conv_regions, name, value)
 
         t_plain, t_regions = best_cpu_time([lambda: forced(False), lambda: forced(True)], args.repeat)
-        path = {"columns": "im2col"}.get(_path(c, h, w, g), _path(c, h, w, g))
+        path = _path(c, h, w, g, dtype.itemsize)
+        path = "im2col" if path == "columns" else path
         gflops = 3 * 2 * kept / (t_regions if path == "regions" else t_plain) / 1e9
         print(f"{label:36} {full:16,d} {kept:13,d} {1 - kept / full:8.0%} {t_plain * 1e3:14.2f} "
               f"{t_regions * 1e3:11.2f} {path:>8} {gflops:8.0f} {gflops / peak:7.0%}")

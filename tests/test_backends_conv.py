@@ -52,7 +52,7 @@ def test_regions_match_the_plain_op(case, keep_columns, frozen, threaded):
     out = F.conv2d(mb.Tensor(x), mb.Tensor(weight), None, **params).shape
     dy = rng.standard_normal(out).astype(dtype)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conv_regions, "REGIONS_MIN_SKIPPED", 0.0)
+        patch.setattr(conv_regions, "REGIONS_MIN_SKIPPED", {4: 0.0, 8: 0.0})
         patch.setattr(conv_regions, "REGIONS_MIN_CHANNELS", 1)
         patch.setattr(allocator, "freed_memory_kept", lambda: keep_columns)
         patch.setattr(conv_regions, "THREADED_MIN_ELEMENTS", 0 if threaded else 1 << 60)
@@ -100,7 +100,8 @@ def test_bams_dilated_convolutions_take_the_regions_where_they_pay():
     from minibam.backends.conv import _path
 
     assert _path(64, 14, 14, geometry("t", 14, 14, 3, 1, 4, 4)) == "regions"
-    assert _path(32, 28, 28, geometry("t", 28, 28, 3, 1, 4, 4)) == "regions"
+    assert _path(32, 28, 28, geometry("t", 28, 28, 3, 1, 4, 4), itemsize=8) == "regions"  # 18 %, float64
+    assert _path(32, 28, 28, geometry("t", 28, 28, 3, 1, 4, 4), itemsize=4) == "columns"  # ... float32
     assert _path(16, 56, 56, geometry("t", 56, 56, 3, 1, 4, 4)) == "flat"  # 9 % zeros: no copies wins
     assert _path(4, 32, 32, geometry("t", 32, 32, 3, 1, 4, 4)) == "columns"  # too few channels (and 25 % flat waste)
     assert _path(64, 14, 14, geometry("t", 14, 14, 3, 2, 4, 4)) == "regions"  # dx then by col2im

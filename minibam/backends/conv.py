@@ -12,9 +12,10 @@ kH kW times over, and forms $\bar x$ by col2im. This twin computes the same sums
 - for stride 1, $\bar x$ is a correlation of $\bar y$ with the flipped kernel: one large
   matrix product instead of col2im's kH kW small ones
   (docs/derivations/conv.md, "Stride 1: the input gradient is a convolution too");
-- other padded stride-1 convolutions with at least 8 channels (BAM's dilated 3x3 at
-  28 x 28 and 14 x 14) skip the products with padding zeros: one matrix product per
-  region of pixels that share their valid taps (`conv_regions`; docs/fast-kernels.md);
+- convolutions with at least 8 channels where padding zeros are a large share of the
+  products (BAM's dilated 3x3 at 14 x 14; at 28 x 28 in float64) skip those products:
+  one matrix product per region of pixels that share their valid taps
+  (`conv_regions`; docs/fast-kernels.md);
 - the columns are kept for backward only when the weight needs a gradient.
 
 Tested against the plain op in tests/test_backends.py and tests/test_conv.py.
@@ -46,7 +47,7 @@ class FastConv2d(Conv2d):
         n, c, h, w = x.shape
         o = weight.shape[0]
         ctx.x_shape, ctx.x_dtype, ctx.geometry = x.shape, x.dtype, g
-        ctx.path = _path(c, h, w, g)
+        ctx.path = _path(c, h, w, g, np.result_type(x, weight).itemsize)
         need_w = ctx.needs_input_grad[1]
         ctx.kept = need_w and (ctx.path == "pointwise" or allocator.freed_memory_kept())
         if ctx.path == "regions":
@@ -96,9 +97,9 @@ class FastConv2d(Conv2d):
         return gx, gw, gb
 
 
-def _path(c: int, h: int, w: int, g: Geometry) -> str:
+def _path(c: int, h: int, w: int, g: Geometry, itemsize: int = 4) -> str:
     """Which kernel runs a convolution: "regions", "flat", "pointwise" or "columns" (im2col)."""
-    regions = conv_regions.regions_pay(c, h, w, g)
+    regions = conv_regions.regions_pay(c, h, w, g, itemsize)
     if flat_pays(c, w, g) and not (regions and conv_regions.skipped_share(h, w, g) >= conv_regions.REGIONS_OVER_FLAT):
         return "flat"
     if regions:

@@ -203,25 +203,28 @@ def regions_weight_grad(gt: np.ndarray, regions: list, weight_shape: tuple[int, 
     return np.ascontiguousarray(gw.transpose(0, 3, 1, 2))
 
 
-# When the split pays (measured by `benchmarks/conv_kernels.py`): some padding to skip,
-# and enough channels that each region's product is a real matrix product. Against
-# im2col it won at every such size measured (its batch-last copies are faster than
-# im2col's short ones, besides the products it skips); against the flat layout (few
-# channels, little waste, no copies at all: `conv_flat`) only when a large share of the
-# products are with padding zeros (`REGIONS_OVER_FLAT`).
-REGIONS_MIN_SKIPPED = 0.05
+# When the split pays (measured by `benchmarks/conv_kernels.py` and ``minibam bench
+# --suite conv --against``): a large enough share of products with padding zeros, and
+# enough channels that each region's product is a real matrix product. Its copies are
+# cheaper than im2col's (batch last), but nine smaller products and the layout changes
+# cost more than im2col's one batched product; the skipped products repay that from
+# about a quarter of them in float32 (BAM's 14 x 14 stage), and earlier in float64,
+# where a product costs twice as much against the same copies (its 28 x 28 stage:
+# 18 %). Against the flat layout (few channels, little waste, no copies at all:
+# `conv_flat`) only when a quarter of the products are zeros (`REGIONS_OVER_FLAT`).
+REGIONS_MIN_SKIPPED = {4: 0.25, 8: 0.15}  # by itemsize; others as float32
 REGIONS_MIN_CHANNELS = 8
 REGIONS_OVER_FLAT = 0.25
 STRIDED = True
 
 
-def regions_pay(channels: int, height: int, width: int, g: Geometry) -> bool:
-    """Whether this path may take a convolution: stride 1 (so that the input gradient is
-    a convolution of the same kind, run by this kernel too), padding within the kernel's
-    reach, and the thresholds above. `minibam.backends.conv` then prefers the flat
+def regions_pay(channels: int, height: int, width: int, g: Geometry, itemsize: int = 4) -> bool:
+    """Whether this path may take a convolution: padding within the kernel's reach (so
+    that for stride 1 the input gradient is a convolution of the same kind, run by this
+    kernel too), and the thresholds above. `minibam.backends.conv` then prefers the flat
     layout where that is taken, unless ``skipped_share >= REGIONS_OVER_FLAT``."""
     if channels < REGIONS_MIN_CHANNELS or (g.stride != (1, 1) and not STRIDED):
         return False
     if any(p > d * (k - 1) for k, p, d in zip(g.kernel, g.padding, g.dilation, strict=True)):
         return False
-    return skipped_share(height, width, g) >= REGIONS_MIN_SKIPPED
+    return skipped_share(height, width, g) >= REGIONS_MIN_SKIPPED.get(itemsize, REGIONS_MIN_SKIPPED[4])
