@@ -226,3 +226,26 @@ def test_freed_memory_counts_as_kept_from_the_environment_too(monkeypatch):
     assert allocator.freed_memory_kept()
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")  # glibc's default: the heap is trimmed
     assert not allocator.freed_memory_kept()
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.tuples(st.booleans(), st.integers(0, 3)), max_size=40))
+def test_scratch_bookkeeping_under_any_sequence_of_takes_and_gives(ops):
+    """The pool's byte count matches what it holds, stays within its bound, and no
+    sequence of takes and gives fails (a key emptied by a take, then an eviction, once
+    raised IndexError in a notebook)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(allocator, "freed_memory_kept", lambda: False)
+        patch.setattr(scratch, "LIMIT_BYTES", 3 * (1 << 16) * 4)
+        scratch.release()
+        out: list[np.ndarray] = []
+        for is_take, size in ops:
+            shape = ((1 << 16) * (size + 1) // 2,)
+            if is_take or not out:
+                out.append(scratch.take(shape, np.float32))
+            else:
+                scratch.give(out.pop(size % len(out)))
+            held = sum(a.nbytes for arrays in scratch._pool.values() for a in arrays)
+            assert held == scratch.held_bytes() <= scratch.LIMIT_BYTES
+            assert all(scratch._pool.values())  # no empty lists left behind
+        scratch.release()

@@ -70,6 +70,8 @@ def take(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         kept = _pool.get(key)
         if kept:
             array = kept.pop()
+            if not kept:  # no empty lists in the pool: eviction below pops from each
+                del _pool[key]
             _held -= array.nbytes
             return array
     return np.empty(key[0], dtype=dtype)
@@ -88,7 +90,8 @@ def give(array: np.ndarray) -> None:
         _held += array.nbytes
         while _held > LIMIT_BYTES and _pool:
             oldest, arrays = next(iter(_pool.items()))
-            _held -= arrays.pop(0).nbytes
+            if arrays:
+                _held -= arrays.pop(0).nbytes
             if not arrays:
                 del _pool[oldest]
 
