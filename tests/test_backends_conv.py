@@ -118,6 +118,10 @@ def test_scratch_reuses_and_never_hands_out_a_buffer_in_use(monkeypatch):
     scratch.give(a)
     assert scratch.take((256, 256), np.float32) is a  # kept, handed out again
     assert scratch.take((256, 256), np.float32) is not a  # ... once only
+    scratch.give(b)
+    scratch.give(b)  # given twice: kept once
+    assert scratch.take((256, 256), np.float32) is b
+    assert scratch.take((256, 256), np.float32) is not b
     scratch.give(a[:10])  # a view is never kept
     small = scratch.take((4,), np.float64)
     scratch.give(small)  # too small to be worth keeping

@@ -85,6 +85,8 @@ def give(array: np.ndarray) -> None:
         return
     key = _key(array.shape, array.dtype)
     with _lock:
+        if any(kept is array for kept in _pool.get(key, ())):
+            return  # given twice: keeping it twice would hand it to two takers
         _pool.setdefault(key, []).append(array)
         _pool.move_to_end(key)
         _held += array.nbytes
