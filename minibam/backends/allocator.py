@@ -81,6 +81,24 @@ def is_tuned() -> bool:
     return _tuned
 
 
+def _env_bytes(name: str) -> int:
+    try:
+        return int(os.environ.get(name, ""))
+    except ValueError:
+        return 0
+
+
+def freed_memory_kept() -> bool:
+    """Whether glibc hands freed large blocks back for reuse in this process, so that a
+    fresh temporary costs no page faults: `keep_freed_memory` is in force, or the
+    environment set both thresholds at least as high (``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_``; how ``minibam bench --allocator kept`` starts every
+    side). The fast kernels ask this to choose between keeping arrays for backward and
+    rebuilding them into reused buffers (`scratch`)."""
+    return _tuned or (_env_bytes("MALLOC_MMAP_THRESHOLD_") >= MMAP_THRESHOLD
+                      and _env_bytes("MALLOC_TRIM_THRESHOLD_") >= TRIM_THRESHOLD)
+
+
 def describe() -> str:
     """One line for benchmark headers: the allocator settings minibam's processes run with."""
     if _tuned:

@@ -16,22 +16,27 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from minibam.backends import scratch
+
 if TYPE_CHECKING:
     from minibam.ops.conv import Geometry  # noqa: F401 - for the annotations only
 
 
-def pad_flat(x: np.ndarray, g: Geometry) -> tuple[np.ndarray, int]:
+def pad_flat(x: np.ndarray, g: Geometry, temporary: bool = False) -> tuple[np.ndarray, int]:
     """``x`` zero-padded, each (channel) plane flattened: (N, C, Hp * Wp + tail), and Wp.
 
     The layout of the stride-1 path (see `Conv2d`): in it, kernel offset (i, j)
     reads, for every output pixel at once, one contiguous run of ``oH * Wp`` values
     starting at `flat_offset`. The ``(kW - 1) dW`` zeros of the tail let the last
-    offset's run end inside the buffer.
+    offset's run end inside the buffer. ``temporary``: the buffer comes from `scratch`
+    (the caller gives it back).
     """
     n, c, h, w = x.shape
     (ph, pw), (kw, dw) = g.padding, (g.kernel[1], g.dilation[1])
     hp, wp = h + 2 * ph, w + 2 * pw
-    flat = np.zeros((n, c, hp * wp + (kw - 1) * dw), dtype=x.dtype)
+    shape = (n, c, hp * wp + (kw - 1) * dw)
+    flat = scratch.take(shape, x.dtype) if temporary else np.empty(shape, x.dtype)
+    flat.fill(0)
     flat[:, :, : hp * wp].reshape(n, c, hp, wp)[:, :, ph : ph + h, pw : pw + w] = x
     return flat, wp
 
@@ -59,24 +64,34 @@ def flat_pays(channels: int, width: int, g: Geometry) -> bool:
     return wp - g.out[1] <= FLAT_MAX_WASTE * g.out[1]
 
 
-def flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry) -> tuple[np.ndarray, np.ndarray]:
+def flat_forward(x: np.ndarray, weight: np.ndarray, g: Geometry,
+                 keep: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     r"""Stride-1 forward, $Y = \sum_{i,j} W_{:,:,i,j} X_{(i,j)}$, on `pad_flat`'s layout.
 
-    Returns y as (N, O, oH * oW) and the padded input (kept for dW).
+    Returns y as (N, O, oH * oW) and the padded input (for dW) when ``keep``, else None
+    (then the padded input was a temporary from `scratch`).
     """
     n = x.shape[0]
     o, (oh, ow) = weight.shape[0], g.out
-    flat, wp = pad_flat(x, g)
+    flat, wp = pad_flat(x, g, temporary=not keep)
     run = oh * wp  # oH rows of Wp: the last Wp - oW values of each row are discarded
-    y = np.zeros((n, o, run), dtype=np.result_type(x, weight))
-    term = np.empty_like(y)
+    dtype = np.result_type(x, weight)
+    # Both temporaries come from `scratch` (reused between steps: no fresh pages) and go
+    # back before returning; the result is a fresh array.
+    total, term = scratch.take((n, o, run), dtype), scratch.take((n, o, run), dtype)
+    total.fill(0)
     for i in range(g.kernel[0]):
         for j in range(g.kernel[1]):
             start = flat_offset(g, wp, i, j)
             # (O, C) @ (N, C, run): a read-only view of the buffer, no copy
             np.matmul(weight[:, :, i, j], flat[:, :, start : start + run], out=term)
-            y += term
-    y = np.ascontiguousarray(y.reshape(n, o, oh, wp)[:, :, :, :ow]).reshape(n, o, oh * ow)
+            total += term
+    y = np.ascontiguousarray(total.reshape(n, o, oh, wp)[:, :, :, :ow]).reshape(n, o, oh * ow)
+    scratch.give(total)
+    scratch.give(term)
+    if not keep:
+        scratch.give(flat)
+        flat = None
     return y, flat
 
 
@@ -91,15 +106,17 @@ def flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray,
     run = oh * wp
     dtype = np.result_type(weight, grad)
     # dY on the flat layout: zeros in the discarded columns, so they add nothing anywhere.
-    g_flat = np.zeros((n, o, oh, wp), dtype=grad.dtype)
-    g_flat[:, :, :, :ow] = grad
-    g_flat = g_flat.reshape(n, o, run)
+    g_planes = scratch.take((n, o, oh, wp), grad.dtype)  # temporaries from `scratch`, given back below
+    g_planes[:, :, :, ow:] = 0
+    g_planes[:, :, :, :ow] = grad
+    g_flat = g_planes.reshape(n, o, run)
     gx = gw = None
     if need_w:
         gw = np.empty(weight.shape, dtype=np.result_type(flat, grad))
     if need_x:
-        gx_flat = np.zeros((n, c, flat_length := hp * wp + (g.kernel[1] - 1) * g.dilation[1]), dtype=dtype)
-        term = np.empty((n, c, run), dtype=dtype)
+        gx_flat = scratch.take((n, c, flat_length := hp * wp + (g.kernel[1] - 1) * g.dilation[1]), dtype)
+        gx_flat.fill(0)
+        term = scratch.take((n, c, run), dtype)
     for i in range(g.kernel[0]):
         for j in range(g.kernel[1]):
             start = flat_offset(g, wp, i, j)
@@ -113,4 +130,7 @@ def flat_backward(grad: np.ndarray, flat: np.ndarray | None, weight: np.ndarray,
     if need_x:
         planes = gx_flat[:, :, : flat_length - (g.kernel[1] - 1) * g.dilation[1]].reshape(n, c, hp, wp)
         gx = np.ascontiguousarray(planes[:, :, ph : ph + h, pw : pw + w])
+        scratch.give(gx_flat)
+        scratch.give(term)
+    scratch.give(g_planes)
     return gx, gw

@@ -33,9 +33,11 @@ __all__ = ["ALLOCATORS", "BAM_SHAPES", "CONV_CASES", "QUICK_SHAPES", "SPREAD_LIM
 # the paper's batch sizes.
 BAM_SHAPES = [(8, 64, 32, 32), (4, 256, 56, 56), (8, 512, 28, 28), (16, 1024, 14, 14)]
 QUICK_SHAPES = [(2, 32, 8, 8), (4, 64, 6, 6)]
-# BAM's spatial-gate convolutions at a 56 x 56 stage with C = 256, r = 16:
-# (N, C, H, W, O, kernel, dilation), padding = dilation * (kernel - 1) / 2.
+# BAM's spatial-gate convolutions (r = 16) at the three ResNet-50 placements of
+# BAM_SHAPES: (N, C, H, W, O, kernel, dilation), padding = dilation * (kernel - 1) / 2.
 CONV_CASES = {"3x3 dilation 4, 16->16": (4, 16, 56, 56, 16, 3, 4),
+              "3x3 dilation 4, 32->32 at 28x28": (8, 32, 28, 28, 32, 3, 4),
+              "3x3 dilation 4, 64->64 at 14x14": (16, 64, 14, 14, 64, 3, 4),
               "1x1, 256->16": (4, 256, 56, 56, 16, 1, 1)}
 # nn.BAMNet's default network (widths 16, 32, 64; r = 4) on a batch of 32 one-channel
 # 32 x 32 images.
