@@ -263,7 +263,7 @@ def test_a_bam_whose_dilated_convolutions_take_the_regions_matches_the_plain_pat
     bias followed by batch norm has a true gradient of 0, so its computed value is only
     round-off of sums of much larger terms, in either order."""
     from minibam.backends.conv import _path
-    from minibam.checks.bam import random_bam
+    from minibam.modules.bam import random_bam
 
     assert _path(8, 14, 14, geometry("t", 14, 14, 3, 1, 4, 4), np.dtype(dtype).itemsize) == "regions"
     bam = random_bam(128, 16, seed=3, dtype=np.dtype(dtype))
