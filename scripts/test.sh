@@ -39,5 +39,5 @@ MINIBAM_SITE_DIR="$site" .venv/bin/python -m pytest "$@"
 # The plain path (minibam/ops without minibam/backends' fast kernels) must pass too: the
 # core tests once more with MINIBAM_FAST=0 (docs/architecture.md, "Two paths").
 core=(tensor elementwise activation attention conv norm pool pool_cbam reduce shape linalg loss
-      gradcheck layers module bam cbam manual optim backends checks)
+      gradcheck layers module bam cbam manual optim backends backends_conv)
 MINIBAM_FAST=0 .venv/bin/python -m pytest -q $(printf "tests/test_%s.py " "${core[@]}") "$@"
