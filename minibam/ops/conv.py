@@ -99,16 +99,25 @@ def _window(g: Geometry, i: int, j: int) -> tuple[slice, slice]:
     )
 
 
-def unfold(x: np.ndarray, g: Geometry) -> np.ndarray:
-    """im2col without the argument checks (``g`` comes from [`geometry`][minibam.ops.conv.geometry])."""
+def unfold(x: np.ndarray, g: Geometry, out: np.ndarray | None = None,
+           padded: np.ndarray | None = None) -> np.ndarray:
+    """im2col without the argument checks (``g`` comes from [`geometry`][minibam.ops.conv.geometry]).
+
+    ``out`` (the columns) and ``padded`` (the zero-padded copy of x), when given, are
+    written instead of new arrays: the fast path passes buffers it reuses.
+    """
     n, c, h, w = x.shape
     (kh, kw), (ph, pw), (oh, ow) = g.kernel, g.padding, g.out
     if ph or pw:
-        padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        if padded is None:
+            padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        else:
+            padded.fill(0)
         padded[:, :, ph : ph + h, pw : pw + w] = x
     else:
         padded = x
-    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    shape = (n, c, kh, kw, oh, ow)
+    cols = np.empty(shape, dtype=x.dtype) if out is None else out.reshape(shape)
     for i in range(kh):
         for j in range(kw):
             cols[:, :, i, j] = padded[(slice(None), slice(None), *_window(g, i, j))]
