@@ -89,12 +89,17 @@ def conv_cases(draw):
     w = draw(st.integers(max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]), 9))
     if draw(st.booleans()):  # BAM's kinds: stride 1 (flat and correlation paths), 1x1
         stride = (1, 1)
+    return conv_arrays(draw, (n, c, h, w), (o, c, kh, kw), dict(stride=stride, padding=padding, dilation=dilation))
+
+
+def conv_arrays(draw, x_shape, w_shape, params):
+    """x, weight, an optional bias of a drawn dtype, the params, the dtype and the rng."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, kh, kw)).astype(dtype)
-    bias = rng.standard_normal(o).astype(dtype) if draw(st.booleans()) else None
-    return x, weight, bias, dict(stride=stride, padding=padding, dilation=dilation), dtype, rng
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype) if draw(st.booleans()) else None
+    return x, weight, bias, params, dtype, rng
 
 
 @settings(max_examples=60, deadline=None)

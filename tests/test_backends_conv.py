@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_backends import TOL, _assert_close, conv_cases
+from test_backends import TOL, _assert_close, conv_arrays, conv_cases
 
 import minibam as mb
 from minibam import functional as F
@@ -33,12 +33,7 @@ def padded_cases(draw):
     lowest = [max(1, d * (k - 1) + 1 - 2 * p) for k, p, d in zip((kh, kw), padding, dilation, strict=True)]
     h, w = (draw(st.integers(low, low + 8)) for low in lowest)
     stride = (1, 1) if draw(st.integers(0, 4)) else (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
-    x = rng.standard_normal((n, c, h, w)).astype(dtype)
-    weight = rng.standard_normal((o, c, kh, kw)).astype(dtype)
-    bias = rng.standard_normal(o).astype(dtype) if draw(st.booleans()) else None
-    return x, weight, bias, dict(stride=stride, padding=padding, dilation=dilation), dtype, rng
+    return conv_arrays(draw, (n, c, h, w), (o, c, kh, kw), dict(stride=stride, padding=padding, dilation=dilation))
 
 
 @settings(max_examples=60, deadline=None)
