@@ -9,7 +9,7 @@ the minibam process never imports torch), every thread pool at one thread, BAM f
 backward in training mode on the same weights and inputs. The CPU time of a step is split
 into the same parts on both sides:
 
-- BAM's two **dilated 3x3 convolutions** and its **1x1 convolutions** (forward, dx, dW,
+- the **3x3 convolutions** (BAM's two dilated ones) and the **1x1 convolutions** (forward, dx, dW,
   db), with the GFLOP/s each reaches counting only the useful products (padding zeros
   excluded) against the **peak**: one large square matrix product's GFLOP/s in the same
   process;
@@ -46,13 +46,13 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PARTS = ("dilated 3x3 convs", "1x1 convs", "batch norm", "everything else")
+PARTS = ("3x3 convs", "1x1 convs", "batch norm", "everything else")
 SPENT: collections.Counter[str] = collections.Counter()
 PRODUCTS: collections.Counter[str] = collections.Counter()  # useful multiply-adds a step
 
 
 def _conv_part(weight_shape: tuple[int, ...]) -> str:
-    return "1x1 convs" if tuple(weight_shape[-2:]) == (1, 1) else "dilated 3x3 convs"
+    return "1x1 convs" if tuple(weight_shape[-2:]) == (1, 1) else "3x3 convs"
 
 
 def useful_products(x_shape, weight_shape, padding: int, dilation: int) -> int:
@@ -204,7 +204,7 @@ def conv_products(shape) -> dict[str, int]:
     mid = c // min(16, c)
     dilated = 2 * useful_products((n, mid, h, w), (mid, mid, 3, 3), 4, 4)
     pointwise = useful_products((n, c, h, w), (mid, c, 1, 1), 0, 1) + useful_products((n, mid, h, w), (1, mid, 1, 1), 0, 1)
-    return {"dilated 3x3 convs": 3 * dilated, "1x1 convs": 3 * pointwise}
+    return {"3x3 convs": 3 * dilated, "1x1 convs": 3 * pointwise}
 
 
 def side_by_side(shape, dtype: str, repeat: int) -> dict:
