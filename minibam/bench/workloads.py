@@ -16,7 +16,9 @@ Workloads:
 - ``step``: one training step of ``nn.BAMNet`` (forward, cross-entropy, backward, Adam);
   ``shape`` is (N, 1, H, W);
 - ``memory``: the ``bam`` step once more after a warm-up, reporting the peak extra resident
-  memory of that step (the kernel's high-water mark, reset just before it).
+  memory of that step (the kernel's high-water mark, reset just before it);
+- ``gemm``: one square matrix product ``a @ b`` of size ``shape[0]`` in NumPy: the most
+  this machine's BLAS reaches, the peak against which the convolutions' GFLOP/s are read.
 
 minibam's side never imports torch; torch's side builds the same weights with minibam
 (NumPy only) and copies them over.
@@ -174,7 +176,21 @@ def _training_step(spec: dict[str, Any], torch: Any) -> Step:
     return torch_step
 
 
-WORKLOADS = {"bam": _bam_step, "cbam": _cbam_step, "conv": _conv_step, "step": _training_step, "memory": _bam_step}
+def _gemm_step(spec: dict[str, Any], torch: Any) -> Step:
+    if torch is not None:
+        raise ValueError("workloads: the gemm workload runs on the minibam side (NumPy) only")
+    size, dtype = int(spec["shape"][0]), np.dtype(spec["dtype"])
+    rng = np.random.default_rng(spec.get("seed", 0))
+    a, b = (rng.standard_normal((size, size)).astype(dtype) for _ in range(2))
+
+    def step() -> dict[str, np.ndarray]:
+        return {"ab": a @ b}
+
+    return step
+
+
+WORKLOADS = {"bam": _bam_step, "cbam": _cbam_step, "conv": _conv_step, "step": _training_step, "memory": _bam_step,
+             "gemm": _gemm_step}
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
