@@ -90,13 +90,16 @@ def _gemm(args) -> list[dict]:
 
 
 def _profile() -> list[dict]:
+    """profile_bam.py's split, both sides with the allocator kept (as the main tables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(bench.allocator_environment("kept", "bam"))
     results = []
     for shape in bench.BAM_SHAPES:
         for dtype in ("float32", "float64"):
             print(f"  profile {shape} {dtype}", file=sys.stderr, flush=True)
             done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "profile_bam.py"), "--json",
                                    "--shape", ",".join(map(str, shape)), "--dtype", dtype],
-                                  capture_output=True, text=True, check=True)
+                                  capture_output=True, text=True, check=True, env=env)
             results.append(json.loads(done.stdout))
     return results
 
