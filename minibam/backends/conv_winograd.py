@@ -66,9 +66,15 @@ def covers(g: Geometry) -> bool:
 
 
 class Tiling:
-    """Where the tiles lie for an (H, W) map: per axis the dilation d, the sub-grid's
-    number of 2-wide tiles t = ceil(ceil(H / d) / 2), so the map is padded to 2 t d
-    rows; ``z`` is the input's layout with one more tile row of padding at each side."""
+    """Where the tiles lie for an (H, W) map. Per axis: the dilation d, the sub-grid's
+    size s = ceil(H / d) and its number of 2-wide tiles t = ceil(s / 2), the map padded
+    to 2 t d rows.
+
+    Layout of every tiled array: (channels, tile row, tile column, N, row residue,
+    column residue), the residues a = row % d and b = column % d naming the sub-grid.
+    With the tile position outermost, the slices the transforms take (every second tile
+    row or column) are runs of N d^2 contiguous values, not of one; and the last four
+    axes are P, the columns of the 16 matrix products."""
 
     def __init__(self, h: int, w: int, g: Geometry) -> None:
         if not covers(g):
@@ -77,16 +83,47 @@ class Tiling:
                 f"kernel_size {g.kernel}, stride {g.stride}, padding {g.padding}, dilation {g.dilation}")
         self.h, self.w = h, w
         self.dh, self.dw = g.dilation
-        self.th = _ceil_div(_ceil_div(h, self.dh), 2)
-        self.tw = _ceil_div(_ceil_div(w, self.dw), 2)
+        self.sh, self.sw = _ceil_div(h, self.dh), _ceil_div(w, self.dw)
+        self.th, self.tw = _ceil_div(self.sh, 2), _ceil_div(self.sw, 2)
 
     def tiles(self, n: int) -> int:
         """P: tiles of all sub-grids of all samples."""
-        return n * self.dh * self.dw * self.th * self.tw
+        return self.th * self.tw * n * self.dh * self.dw
 
     def tile_shape(self, n: int) -> tuple[int, ...]:
-        """(N, tile rows, row residue, tile columns, column residue): P, as the arrays order it."""
-        return n, self.th, self.dh, self.tw, self.dw
+        """P's axes: (tile rows, tile columns, N, row residue, column residue)."""
+        return self.th, self.tw, n, self.dh, self.dw
+
+    def split(self, x: np.ndarray, out: np.ndarray) -> None:
+        """Write (N, C, H, W) ``x`` into ``out`` (C, rows >= sh, columns >= sw, N, dh, dw):
+        x[n, c, i d + a, j d + b] at out[c, i, j, n, a, b], and zeros where no x is."""
+        n, c = x.shape[:2]
+        out[:, self.sh:] = 0
+        out[:, :self.sh, self.sw:] = 0
+        if x.shape[2:] != (self.sh * self.dh, self.sw * self.dw):  # pad to whole sub-grids
+            padded = scratch.take((n, c, self.sh * self.dh, self.sw * self.dw), x.dtype)
+            padded[:, :, self.h:] = 0
+            padded[:, :, :self.h, self.w:] = 0
+            padded[:, :, :self.h, :self.w] = x
+            self.split(padded, out)
+            scratch.give(padded)
+            return
+        grids = x.reshape(n, c, self.sh, self.dh, self.sw, self.dw)
+        out[:, :self.sh, :self.sw] = grids.transpose(1, 2, 4, 0, 3, 5)
+
+    def join(self, parts: np.ndarray, n: int, c: int) -> np.ndarray:
+        """The inverse of `split`: (C, sh', sw', N, dh, dw) -> a fresh (N, C, H, W), cropped."""
+        rows, cols = parts.shape[1] * self.dh, parts.shape[2] * self.dw
+        woven = parts.transpose(3, 0, 1, 4, 2, 5)  # (N, C, sub-grid row, a, sub-grid column, b)
+        if (rows, cols) == (self.h, self.w):
+            out = np.empty((n, c, self.h, self.w), parts.dtype)
+            out.reshape(woven.shape)[...] = woven
+            return out
+        full = scratch.take((n, c, rows, cols), parts.dtype)
+        full.reshape(woven.shape)[...] = woven
+        out = np.ascontiguousarray(full[:, :, :self.h, :self.w])
+        scratch.give(full)
+        return out
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -129,24 +166,23 @@ def weight_transform(weight: np.ndarray) -> np.ndarray:
 def input_transform(x: np.ndarray, t: Tiling, out: np.ndarray | None = None) -> np.ndarray:
     """V = B^T d B for every 4x4 input tile of every sub-grid: (16, C, P) (into ``out``)."""
     n, c = x.shape[:2]
-    dh, dw, th, tw = t.dh, t.dw, t.th, t.tw
-    hz, wz = 2 * th + 2, 2 * tw + 2
-    # x, channels first, with one sub-grid row (d rows) of zeros above and the rest below:
-    # row r of x is z's row r + d, i.e. sub-grid row r // d + 1 of residue r % d.
-    z = scratch.take((c, n, hz, dh, wz, dw), x.dtype)
-    z.fill(0)
-    z.reshape(c, n, hz * dh, wz * dw)[:, :, dh:dh + t.h, dw:dw + t.w] = x.transpose(1, 0, 2, 3)
-    # Rows: R_xi = sum_k B^T[xi, k] z[tile row 2t + k]; tile row offset k is the slice k::2.
-    rows = scratch.take((4, c, n, th, dh, wz, dw), x.dtype)
-    z_rows = [z[:, :, k:k + 2 * th:2] for k in range(4)]
+    th, tw = t.th, t.tw
+    # The sub-grids with one row and column of zeros around (padding 1), and up to 2 t + 2.
+    z = scratch.take((c, 2 * th + 2, 2 * tw + 2, n, t.dh, t.dw), x.dtype)
+    z[:, 0] = 0
+    z[:, 1:, 0] = 0
+    t.split(x, z[:, 1:, 1:])
+    # Rows: R_xi = sum_k B^T[xi, k] z[tile row 2i + k]; offset k is the slice k::2.
+    rows = scratch.take((4, c, th, 2 * tw + 2, n, t.dh, t.dw), x.dtype)
+    z_rows = [z[:, k:k + 2 * th:2] for k in range(4)]
     for xi in range(4):
         _combine(BT[xi], z_rows, rows[xi])
     scratch.give(z)
     # Columns: V_{xi nu} = sum_j B^T[nu, j] R_xi[tile column 2s + j].
     v = np.empty((16, c, t.tiles(n)), x.dtype) if out is None else out
-    grid = v.reshape(4, 4, c, n, th, dh, tw, dw)
+    grid = v.reshape(4, 4, c, *t.tile_shape(n))
     for xi in range(4):
-        cols = [rows[xi][..., j:j + 2 * tw:2, :] for j in range(4)]
+        cols = [rows[xi][:, :, j:j + 2 * tw:2] for j in range(4)]
         for nu in range(4):
             _combine(BT[nu], cols, grid[xi, nu])
     scratch.give(rows)
@@ -175,26 +211,21 @@ def winograd_forward(x: np.ndarray, weight: np.ndarray, g: Geometry,
 
 
 def _output_transform(m: np.ndarray, t: Tiling, n: int, o: int, dtype: np.dtype) -> np.ndarray:
-    """Y = A^T M A per tile, woven back into (N, O, H, W): output row (2 i + e) d + a of
-    the map is row e of tile row i of residue a."""
-    hb, wb = 2 * t.th * t.dh, 2 * t.tw * t.dw
-    crop = (hb, wb) != (t.h, t.w)
-    shape = (n, o, t.th, 2, t.dh, t.tw, 2, t.dw)
-    full = scratch.take(shape, dtype) if crop else np.empty(shape, dtype)
+    """Y = A^T M A per tile, then woven back into (N, O, H, W): output (2 i + e) d + a is
+    row e of tile row i of the sub-grid of residue a."""
     grid = m.reshape(4, 4, o, *t.tile_shape(n))
     half = scratch.take((4, 2, o, *t.tile_shape(n)), dtype)  # M A: columns done
     for xi in range(4):
         for f in range(2):
             _combine(AT[f], list(grid[xi]), half[xi, f])
+    # (O, tile row, e, tile column, f, N, a, b): the tiles' rows and columns in map order
+    y_tiles = scratch.take((o, t.th, 2, t.tw, 2, n, t.dh, t.dw), dtype)
     for e in range(2):
         for f in range(2):
-            # written straight into the output's layout (a strided view, batch first)
-            _combine(AT[e], list(half[:, f]), full[:, :, :, e, :, :, f, :].swapaxes(0, 1))
+            _combine(AT[e], list(half[:, f]), y_tiles[:, :, e, :, f])
     scratch.give(half)
-    y = full.reshape(n, o, hb, wb)
-    if crop:
-        y = np.ascontiguousarray(y[:, :, :t.h, :t.w])
-        scratch.give(full)
+    y = t.join(y_tiles.reshape(o, 2 * t.th, 2 * t.tw, n, t.dh, t.dw), n, o)
+    scratch.give(y_tiles)
     return y
 
 
@@ -208,7 +239,7 @@ def winograd_backward(grad: np.ndarray, saved: np.ndarray, weight: np.ndarray, x
     t = Tiling(h, w, g)
     dtype = np.result_type(grad, weight)
     p = t.tiles(n)
-    dm = _gradient_transform(grad, t, dtype)
+    dm = _gradient_transform(grad.astype(dtype, copy=False), t)
     gx = gw = None
     if need_w:
         v = saved if kept else input_transform(saved.astype(dtype, copy=False), t,
@@ -221,71 +252,65 @@ def winograd_backward(grad: np.ndarray, saved: np.ndarray, weight: np.ndarray, x
     if need_x:
         dv = scratch.take((16, c, p), dtype)
         np.matmul(weight_transform(weight.astype(dtype, copy=False)).transpose(0, 2, 1), dm, out=dv)
-        gx = _input_grad(dv, t, n, c, dtype)
+        gx = _input_grad(dv, t, n, c)
         scratch.give(dv)
     scratch.give(dm)
     return gx, gw
 
 
-def _gradient_transform(grad: np.ndarray, t: Tiling, dtype: np.dtype) -> np.ndarray:
+def _gradient_transform(grad: np.ndarray, t: Tiling) -> np.ndarray:
     """dM = A dY A^T per tile: (16, O, P), a temporary (the caller gives it back)."""
     n, o = grad.shape[:2]
-    hb, wb = 2 * t.th * t.dh, 2 * t.tw * t.dw
-    # dY channels first on the padded map; the padded rows had no output: gradient 0.
-    gt = scratch.take((o, n, t.th, 2, t.dh, t.tw, 2, t.dw), dtype)
-    flat = gt.reshape(o, n, hb, wb)
-    if (hb, wb) != (t.h, t.w):
-        flat[:, :, t.h:] = 0
-        flat[:, :, :t.h, t.w:] = 0
-    flat[:, :, :t.h, :t.w] = grad.transpose(1, 0, 2, 3)
+    # dY in the tiles' layout; rows and columns past the map had no output: gradient 0.
+    gt = scratch.take((o, 2 * t.th, 2 * t.tw, n, t.dh, t.dw), grad.dtype)
+    t.split(grad, gt)
+    tiles = gt.reshape(o, t.th, 2, t.tw, 2, n, t.dh, t.dw)
     # Columns first: S[e, nu] = sum_f A[nu, f] dY[e, f], with A = (A^T)^T.
-    s = scratch.take((2, 4, o, *t.tile_shape(n)), dtype)
+    s = scratch.take((2, 4, o, *t.tile_shape(n)), grad.dtype)
     for e in range(2):
-        dy_row = [gt[:, :, :, e, :, :, f, :] for f in range(2)]
+        dy_row = [tiles[:, :, e, :, f] for f in range(2)]
         for nu in range(4):
             _combine(AT[:, nu], dy_row, s[e, nu])
-    dm = scratch.take((16, o, t.tiles(n)), dtype)
+    scratch.give(gt)
+    dm = scratch.take((16, o, t.tiles(n)), grad.dtype)
     grid = dm.reshape(4, 4, o, *t.tile_shape(n))
     for xi in range(4):
         for nu in range(4):
             _combine(AT[:, xi], [s[0, nu], s[1, nu]], grid[xi, nu])
     scratch.give(s)
-    scratch.give(gt)
     return dm
 
 
-def _input_grad(dv: np.ndarray, t: Tiling, n: int, c: int, dtype: np.dtype) -> np.ndarray:
+def _input_grad(dv: np.ndarray, t: Tiling, n: int, c: int) -> np.ndarray:
     """dx from dV: d-bar = B dV B^T per tile, added where each tile was read, the sub-grids
     woven back and the padding cut off."""
-    dh, dw, th, tw = t.dh, t.dw, t.th, t.tw
-    hz, wz = 2 * th + 2, 2 * tw + 2
-    grid = dv.reshape(4, 4, c, n, th, dh, tw, dw)
-    term = scratch.take((c, n, th, dh, tw, dw), dtype)
+    th, tw = t.th, t.tw
+    grid = dv.reshape(4, 4, c, *t.tile_shape(n))
+    term = scratch.take((c, *t.tile_shape(n)), dv.dtype)
     # Columns: dR_xi[tile column 2s + j] += sum_nu B[j, nu] dV_{xi nu}. Offsets j = 0, 1
     # write columns 0 .. 2 tw - 1 exactly once (assigned); j = 2, 3 overlap them (added).
-    rows = scratch.take((4, c, n, th, dh, wz, dw), dtype)
+    rows = scratch.take((4, c, th, 2 * tw + 2, n, t.dh, t.dw), dv.dtype)
     for xi in range(4):
-        rows[xi][..., 2 * tw:, :] = 0
+        rows[xi][:, :, 2 * tw:] = 0
         for j in range(4):
-            target = rows[xi][..., j:j + 2 * tw:2, :]
+            target = rows[xi][:, :, j:j + 2 * tw:2]
             if j < 2:
                 _combine(BT[:, j], list(grid[xi]), target)
             else:
                 target += _combine(BT[:, j], list(grid[xi]), term)
-    # Rows, the same way: dz[tile row 2t + k] += sum_xi B[k, xi] dR_xi.
-    dz = scratch.take((c, n, hz, dh, wz, dw), dtype)
-    dz[:, :, 2 * th:] = 0
-    term_rows = scratch.take((c, n, th, dh, wz, dw), dtype)
+    scratch.give(term)
+    # Rows, the same way: dz[tile row 2i + k] += sum_xi B[k, xi] dR_xi.
+    dz = scratch.take((c, 2 * th + 2, 2 * tw + 2, n, t.dh, t.dw), dv.dtype)
+    dz[:, 2 * th:] = 0
+    term = scratch.take((c, th, 2 * tw + 2, n, t.dh, t.dw), dv.dtype)
     for k in range(4):
-        target = dz[:, :, k:k + 2 * th:2]
+        target = dz[:, k:k + 2 * th:2]
         if k < 2:
             _combine(BT[:, k], list(rows), target)
         else:
-            target += _combine(BT[:, k], list(rows), term_rows)
+            target += _combine(BT[:, k], list(rows), term)
     scratch.give(term)
-    scratch.give(term_rows)
     scratch.give(rows)
-    gx = np.empty((n, c, t.h, t.w), dtype)
-    np.copyto(gx, dz.reshape(c, n, hz * dh, wz * dw)[:, :, dh:dh + t.h, dw:dw + t.w].transpose(1, 0, 2, 3))
+    gx = t.join(dz[:, 1:1 + t.sh, 1:1 + t.sw], n, c)  # the padding ring cut off
     scratch.give(dz)
     return gx
