@@ -40,8 +40,13 @@ are then woven back together and the padding cut off. $\bar b = \sum \bar Y$ (do
 `minibam.backends.conv`).
 
 The transforms are sums of strided slices of whole arrays (`_combine`): one NumPy pass
-per term, no loop over tiles. docs/fast-kernels.md counts the products and names the
-benchmark that times this kernel against the others.
+per term, no loop over tiles.
+
+Not one of `FastConv2d`'s paths: measured slower than the paths it takes for every one
+of BAM's dilated convolutions, as each NumPy pass of the transforms costs more than the
+products it saves (docs/fast-kernels.md, "Winograd F(2 x 2, 3 x 3) on the sub-grids",
+counts both; ``benchmarks/conv_kernels.py`` times it). Tested against the plain op in
+tests/test_backends_winograd.py.
 """
 
 from __future__ import annotations
