@@ -60,13 +60,16 @@ from minibam.backends import scratch
 if TYPE_CHECKING:
     from minibam.ops.conv import Geometry  # noqa: F401 - for the annotations only
 
+# Lavin & Gray's F(2, 3) matrices (module docstring): B^T and A^T have entries 0 and
+# +-1 only, so their transforms are additions and subtractions (`_combine`).
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 
 
 def covers(g: Geometry) -> bool:
-    """Whether this kernel computes a convolution: 3x3, stride 1, padding = dilation."""
+    """Whether this module computes a convolution of geometry ``g``: 3x3, stride 1,
+    padding = dilation (each axis its own)."""
     return g.kernel == (3, 3) and g.stride == (1, 1) and g.padding == g.dilation
 
 
@@ -78,8 +81,8 @@ class Tiling:
     Layout of every tiled array: (channels, tile row, tile column, N, row residue,
     column residue), the residues a = row % d and b = column % d naming the sub-grid.
     With the tile position outermost, the slices the transforms take (every second tile
-    row or column) are runs of N d^2 contiguous values, not of one; and the last four
-    axes are P, the columns of the 16 matrix products."""
+    row or column) are runs of N d^2 contiguous values, not of one; and all axes but
+    the first are P, the columns of the 16 matrix products."""
 
     def __init__(self, h: int, w: int, g: Geometry) -> None:
         if not covers(g):
