@@ -10,19 +10,21 @@ on each of the $d^2$ interleaved sub-grids $x[:, :, a::d, b::d]$, the sub-grids 
 extra batch entries. H and W are zero-padded up to whole tiles of every sub-grid (those
 rows only ever meet padding anyway) and the output cropped back.
 
-**One axis.** Two outputs of a 3-tap correlation, $y_0 = d_0 g_0 + d_1 g_1 + d_2 g_2$ and
-$y_1 = d_1 g_0 + d_2 g_1 + d_3 g_2$, take four products instead of six:
-$y = A^\top [(G g) \odot (B^\top d)]$ with
+**One axis.** Two outputs of a 3-tap correlation of inputs $z_0 \dots z_3$,
+$y_0 = z_0 g_0 + z_1 g_1 + z_2 g_2$ and $y_1 = z_1 g_0 + z_2 g_1 + z_3 g_2$, take four
+products instead of six: $y = A^\top m$, $m = (G g) \odot (B^\top z)$, with
 
 $$B^\top = \begin{pmatrix}1&0&-1&0\\0&1&1&0\\0&-1&1&0\\0&1&0&-1\end{pmatrix},\quad
 G = \begin{pmatrix}1&0&0\\ \tfrac12&\tfrac12&\tfrac12\\ \tfrac12&-\tfrac12&\tfrac12\\0&0&1\end{pmatrix},\quad
 A^\top = \begin{pmatrix}1&1&1&0\\0&1&-1&-1\end{pmatrix}$$
 
-(multiply out $m_1 + m_2 + m_3$ and $m_2 - m_3 - m_4$ to check).
+that is $m_1 = (z_0 - z_2) g_0$, $m_2 = (z_1 + z_2) \frac{g_0 + g_1 + g_2}{2}$,
+$m_3 = (z_2 - z_1) \frac{g_0 - g_1 + g_2}{2}$, $m_4 = (z_1 - z_3) g_2$, and
+$y_0 = m_1 + m_2 + m_3$, $y_1 = m_2 - m_3 - m_4$ (multiply out to check).
 
 **Two axes, many channels.** Nesting the 1-D rule in rows and columns, a 2x2 output tile
-from a 4x4 input tile $d$ (tiles at stride 2) is $Y = A^\top [U \odot V] A$ with
-$U = G g G^\top$ and $V = B^\top d B$. Summed over input channels $c$, each of the 16
+from a 4x4 input tile $z$ (tiles at stride 2) is $Y = A^\top [U \odot V] A$ with
+$U = G g G^\top$ and $V = B^\top z B$. Summed over input channels $c$, each of the 16
 positions $(\xi, \nu)$ of the 4x4 tile is a matrix product over all tiles $p$ at once:
 
 $$M_{\xi\nu} = U_{\xi\nu} V_{\xi\nu}, \quad U_{\xi\nu}: (O, C),\ V_{\xi\nu}: (C, P),$$
@@ -33,11 +35,11 @@ instead of 9 (`products`).
 **Backward** (each step above is linear, so its adjoint is its transpose): with $\bar Y$
 the gradient of a tile, $\bar M = A \bar Y A^\top$; then from $M = U V$,
 $\bar U_{\xi\nu} = \bar M_{\xi\nu} V_{\xi\nu}^\top$ and $\bar V_{\xi\nu} = U_{\xi\nu}^\top
-\bar M_{\xi\nu}$; from $U = G g G^\top$, $\bar g = G^\top \bar U G$; from $V = B^\top d B$,
-$\bar d = B \bar V B^\top$, added into the input where the tile was read (neighbouring
+\bar M_{\xi\nu}$; from $U = G g G^\top$, $\bar g = G^\top \bar U G$; from $V = B^\top z B$,
+$\bar z = B \bar V B^\top$, added into the input where the tile was read (neighbouring
 tiles overlap by two rows and columns, so their gradients add up there). The sub-grids
-are then woven back together and the padding cut off. $\bar b = \sum \bar Y$ (done by
-`minibam.backends.conv`).
+are then woven back together and the padding cut off. $\bar b = \sum \bar Y$ is the
+caller's, as on every path.
 
 The transforms are sums of strided slices of whole arrays (`_combine`): one NumPy pass
 per term, no loop over tiles.
@@ -290,7 +292,7 @@ def _gradient_transform(grad: np.ndarray, t: Tiling) -> np.ndarray:
 
 
 def _input_grad(dv: np.ndarray, t: Tiling, n: int, c: int) -> np.ndarray:
-    """dx from dV: d-bar = B dV B^T per tile, added where each tile was read, the sub-grids
+    """dx from dV: z-bar = B dV B^T per tile, added where each tile was read, the sub-grids
     woven back and the padding cut off."""
     th, tw = t.th, t.tw
     grid = dv.reshape(4, 4, c, *t.tile_shape(n))
