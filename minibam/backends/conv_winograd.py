@@ -46,8 +46,8 @@ per term, no loop over tiles.
 
 Not one of `FastConv2d`'s paths: measured slower than the paths it takes for every one
 of BAM's dilated convolutions, as each NumPy pass of the transforms costs more than the
-products it saves (docs/fast-kernels.md, "Winograd F(2 x 2, 3 x 3) on the sub-grids",
-counts both; ``benchmarks/conv_kernels.py`` times it). Tested against the plain op in
+products it saves (docs/fast-kernels.md, "Winograd F(2 × 2, 3 × 3) on the sub-grids: built,
+measured, not taken", counts both; ``benchmarks/conv_kernels.py`` times it). Tested against the plain op in
 tests/test_backends_winograd.py.
 """
 
