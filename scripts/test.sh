@@ -2,7 +2,8 @@
 # The README's test command, and exactly what CI runs: set up .venv with the test,
 # docs and notebook extras, lint, build the documentation strictly (executing every
 # notebook), then run the whole test suite, which checks the executed notebooks and
-# opens the built site in headless Chromium.
+# opens the built site in headless Chromium, and the core tests once more on the plain path.
+# Extra arguments go to every pytest run (e.g. -x).
 #
 # Run as root (as CI does), it first installs what the tests need from Debian when it is
 # missing: chromium (the site test), graphviz (drawn graphs) and npm (the docs take
@@ -28,16 +29,53 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e ".[test,docs,notebooks]"
 .venv/bin/ruff check .
 
-# The built site goes to a temporary folder, removed however this script ends. The docs
-# build executes the notebooks; tests/test_notebooks.py then checks those executed copies
-# instead of running every notebook a second time (scripts/run_notebooks.py).
-site=$(mktemp -d)
-trap 'rm -rf "$site"' EXIT
-DOCS_PYTHON=.venv/bin/python bash scripts/build_docs.sh --site-dir "$site"
-MINIBAM_SITE_DIR="$site" .venv/bin/python -m pytest "$@"
+# The rest shares the cores in two lanes. Notebook 6 trains nine networks and takes longer
+# than everything else in the docs build together, so it starts at once, on a core of its
+# own; the docs build follows it (reusing every executed copy: scripts/run_notebooks.py),
+# then the tests of the built site and of the executed notebooks. Meanwhile the other lane
+# runs the other notebooks, then every other test on two workers (pytest-xdist), then the
+# core tests once more on the plain path, MINIBAM_FAST=0 (minibam/ops without
+# minibam/backends' fast kernels: docs/architecture.md, "Two paths"). Those tests run at a
+# lower priority (nice), so they take the time notebook 6 and the site checks leave.
+# --dist loadgroup keeps each module marked xdist_group on one worker (the mark says why).
+tmp=$(mktemp -d)
+docs_lane=
+finish() {
+    if [[ -n "$docs_lane" ]] && kill -0 "$docs_lane" 2>/dev/null; then
+        kill -- "-$docs_lane" 2>/dev/null || true  # the lane's process group
+        wait "$docs_lane" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+}
+trap finish EXIT
 
-# The plain path (minibam/ops without minibam/backends' fast kernels) must pass too: the
-# core tests once more with MINIBAM_FAST=0 (docs/architecture.md, "Two paths").
+site_tests=(tests/test_docs_site.py tests/test_notebooks.py tests/test_prose_numbers.py)
+long=notebooks/06_cluttered_digits.ipynb
+others=()
+for notebook in notebooks/*.ipynb; do
+    [[ $notebook == "$long" ]] || others+=("$notebook")
+done
 core=(tensor elementwise activation attention conv norm pool pool_cbam reduce shape linalg loss
       gradcheck layers module bam cbam manual optim backends backends_conv)
-MINIBAM_FAST=0 .venv/bin/python -m pytest -q $(printf "tests/test_%s.py " "${core[@]}") "$@"
+
+set -m  # the lane gets a process group of its own, so that finish() can end all of it
+(
+    .venv/bin/python scripts/run_notebooks.py --jobs 1 "$long"
+    DOCS_PYTHON=.venv/bin/python bash scripts/build_docs.sh --site-dir "$tmp/site"
+    MINIBAM_SITE_DIR="$tmp/site" .venv/bin/python -m pytest "${site_tests[@]}" "$@"
+) >"$tmp/docs-lane.log" 2>&1 &
+docs_lane=$!
+set +m
+
+.venv/bin/python scripts/run_notebooks.py --jobs 1 "${others[@]}"
+xdist=(-n 2 --dist loadgroup)
+nice -n 10 .venv/bin/python -m pytest "${xdist[@]}" "${site_tests[@]/#/--ignore=}" "$@"
+MINIBAM_FAST=0 nice -n 10 .venv/bin/python -m pytest "${xdist[@]}" -q \
+    $(printf "tests/test_%s.py " "${core[@]}") "$@"
+
+echo "--- notebook 6, the docs build and the tests of the site:"
+status=0
+wait "$docs_lane" || status=$?
+docs_lane=
+cat "$tmp/docs-lane.log"
+exit "$status"
