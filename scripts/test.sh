@@ -28,6 +28,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test,docs,notebooks]"
 .venv/bin/ruff check .
+echo "set up and linted in $SECONDS s"
 
 # The rest shares the cores in two lanes. Notebook 6 trains nine networks and takes longer
 # than everything else in the docs build together, so it starts at once, on a core of its
@@ -63,6 +64,7 @@ set -m  # the lane gets a process group of its own, so that finish() can end all
     .venv/bin/python scripts/run_notebooks.py --jobs 1 "$long"
     DOCS_PYTHON=.venv/bin/python bash scripts/build_docs.sh --site-dir "$tmp/site"
     MINIBAM_SITE_DIR="$tmp/site" .venv/bin/python -m pytest "${site_tests[@]}" "$@"
+    echo "notebook 6, docs and site tests done at $SECONDS s"
 ) >"$tmp/docs-lane.log" 2>&1 &
 docs_lane=$!
 set +m
@@ -78,4 +80,5 @@ status=0
 wait "$docs_lane" || status=$?
 docs_lane=
 cat "$tmp/docs-lane.log"
+echo "all done in $SECONDS s"
 exit "$status"
