@@ -7,11 +7,23 @@
 #
 # Run as root (as CI does), it first installs what the tests need from Debian when it is
 # missing: chromium (the site test), graphviz (drawn graphs) and npm (the docs take
-# MathJax and Mermaid from the npm registry). Otherwise a missing chromium makes the site
-# test skip, saying why.
+# MathJax and Mermaid from the npm registry); apt works while pip fills .venv. Otherwise a
+# missing chromium makes the site test skip, saying why.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+tmp=$(mktemp -d)
+docs_lane=
+finish() {
+    if [[ -n "$docs_lane" ]] && kill -0 "$docs_lane" 2>/dev/null; then
+        kill -- "-$docs_lane" 2>/dev/null || true  # the lane's whole process group
+        wait "$docs_lane" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+}
+trap finish EXIT
+
+apt_job=
 if [[ $(id -u) -eq 0 ]]; then
     missing=()
     command -v chromium >/dev/null || missing+=(chromium)
@@ -19,8 +31,11 @@ if [[ $(id -u) -eq 0 ]]; then
     command -v npm >/dev/null || missing+=(npm)
     if (( ${#missing[@]} )); then
         echo "installing from Debian: ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        (
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        ) >"$tmp/apt.log" 2>&1 &
+        apt_job=$!
     fi
 fi
 
@@ -28,6 +43,11 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test,docs,notebooks]"
 .venv/bin/ruff check .
+if [[ -n "$apt_job" ]]; then
+    # The notebooks draw with graphviz's dot when it is there: it must be, before they run.
+    wait "$apt_job" || { cat "$tmp/apt.log"; echo "apt-get failed" >&2; exit 1; }
+    cat "$tmp/apt.log"
+fi
 echo "set up and linted in $SECONDS s"
 
 # The rest shares the cores in two lanes. Notebook 6 trains nine networks and takes longer
@@ -37,19 +57,8 @@ echo "set up and linted in $SECONDS s"
 # runs the other notebooks, then every other test on two workers (pytest-xdist), then the
 # core tests once more on the plain path, MINIBAM_FAST=0 (minibam/ops without
 # minibam/backends' fast kernels: docs/architecture.md, "Two paths"). Those tests run at a
-# lower priority (nice), so they take the time notebook 6 and the site checks leave.
-# --dist loadgroup keeps each module marked xdist_group on one worker (the mark says why).
-tmp=$(mktemp -d)
-docs_lane=
-finish() {
-    if [[ -n "$docs_lane" ]] && kill -0 "$docs_lane" 2>/dev/null; then
-        kill -- "-$docs_lane" 2>/dev/null || true  # the lane's process group
-        wait "$docs_lane" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap finish EXIT
-
+# lower priority (nice), so notebook 6 and the site checks keep their cores and the tests
+# take the rest. --dist loadgroup keeps a module marked xdist_group on one worker.
 site_tests=(tests/test_docs_site.py tests/test_notebooks.py tests/test_prose_numbers.py)
 long=notebooks/06_cluttered_digits.ipynb
 others=()
@@ -59,20 +68,20 @@ done
 core=(tensor elementwise activation attention conv norm pool pool_cbam reduce shape linalg loss
       gradcheck layers module bam cbam manual optim backends backends_conv)
 
-set -m  # the lane gets a process group of its own, so that finish() can end all of it
+set -m  # the lane gets a process group of its own, which finish() can end as a whole
 (
     .venv/bin/python scripts/run_notebooks.py --jobs 1 "$long"
     DOCS_PYTHON=.venv/bin/python bash scripts/build_docs.sh --site-dir "$tmp/site"
     MINIBAM_SITE_DIR="$tmp/site" .venv/bin/python -m pytest "${site_tests[@]}" "$@"
-    echo "notebook 6, docs and site tests done at $SECONDS s"
+    echo "notebook 6, the docs and the site tests done at $SECONDS s"
 ) >"$tmp/docs-lane.log" 2>&1 &
 docs_lane=$!
 set +m
 
 .venv/bin/python scripts/run_notebooks.py --jobs 1 "${others[@]}"
 xdist=(-n 2 --dist loadgroup)
-nice -n 10 .venv/bin/python -m pytest "${xdist[@]}" "${site_tests[@]/#/--ignore=}" "$@"
-MINIBAM_FAST=0 nice -n 10 .venv/bin/python -m pytest "${xdist[@]}" -q \
+nice -n 5 .venv/bin/python -m pytest "${xdist[@]}" "${site_tests[@]/#/--ignore=}" "$@"
+MINIBAM_FAST=0 nice -n 5 .venv/bin/python -m pytest "${xdist[@]}" -q \
     $(printf "tests/test_%s.py " "${core[@]}") "$@"
 
 echo "--- notebook 6, the docs build and the tests of the site:"
