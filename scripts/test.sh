@@ -58,7 +58,8 @@ echo "set up and linted in $SECONDS s"
 # core tests once more on the plain path, MINIBAM_FAST=0 (minibam/ops without
 # minibam/backends' fast kernels: docs/architecture.md, "Two paths"). Those tests run at a
 # lower priority (nice), so notebook 6 and the site checks keep their cores and the tests
-# take the rest. --dist loadgroup keeps a module marked xdist_group on one worker.
+# take the rest. --dist loadscope gives each test module to one worker as a whole, so a
+# module fixture runs once (test_grader_class grades its class once, say).
 site_tests=(tests/test_docs_site.py tests/test_notebooks.py tests/test_prose_numbers.py)
 long=notebooks/06_cluttered_digits.ipynb
 others=()
@@ -79,7 +80,7 @@ docs_lane=$!
 set +m
 
 .venv/bin/python scripts/run_notebooks.py --jobs 1 "${others[@]}"
-xdist=(-n 2 --dist loadgroup)
+xdist=(-n 2 --dist loadscope)
 nice -n 5 .venv/bin/python -m pytest "${xdist[@]}" "${site_tests[@]/#/--ignore=}" "$@"
 MINIBAM_FAST=0 nice -n 5 .venv/bin/python -m pytest "${xdist[@]}" -q \
     $(printf "tests/test_%s.py " "${core[@]}") "$@"

@@ -41,9 +41,6 @@ _spec.loader.exec_module(RUN_NOTEBOOKS)
 NOTEBOOK_PAGES = [f"notebooks/{p.stem}.html" for p in RUN_NOTEBOOKS.notebooks()]
 DERIVATION_PAGES = sorted(f"derivations/{p.stem}.html" for p in (ROOT / "docs" / "derivations").glob("*.md"))
 RENDERED_PAGES = ["index.html", "architecture.html", "bam.html", "api.html", *DERIVATION_PAGES, *NOTEBOOK_PAGES]
-# Under pytest-xdist (--dist loadgroup) one worker runs the whole module, so Chromium
-# renders the pages once (the module fixture `rendered`), not once on each worker.
-pytestmark = pytest.mark.xdist_group("docs_site")
 
 # TeX left as text: delimiters, common commands, or $...$ that MathJax did not take.
 RAW_TEX = re.compile(r"\\[(\[]|\\(frac|sum|partial|mathbf|hat|bar|sigma|odot|qquad|left|right)\b"

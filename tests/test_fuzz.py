@@ -43,10 +43,6 @@ from minibam.ops import _checks
 
 EXAMPLES = settings().max_examples * 3  # 45 in the CI profile, 1200 in "thorough"
 OUTCOMES: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-# One pytest-xdist worker runs the whole module (scripts/test.sh: --dist loadgroup): the
-# report of MINIBAM_FUZZ_REPORT counts the outcomes of every test, and `_report` patches the
-# memory limit and the working folder once for the module.
-pytestmark = pytest.mark.xdist_group("fuzz")
 
 # What NumPy and Python say when a check was missing: none of it may reach a user.
 INTERNAL = re.compile(

@@ -29,12 +29,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTH
 SETUP = "import numpy as np\nfrom minibam.exercises import check\nfrom minibam.function import Context, Function\n"
 MARK = "31337"  # the sleep that a spawning submission starts: found by its argument
 
-pytestmark = [
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the grader's limits are Linux's"),
-    # One pytest-xdist worker runs the whole module (scripts/test.sh: --dist loadgroup), so
-    # the class is graded once (the module fixture `graded`), not once on each worker.
-    pytest.mark.xdist_group("grader_class"),
-]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the grader's limits are Linux's")
 
 
 def stub(name: str) -> str:
