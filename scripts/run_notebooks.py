@@ -160,9 +160,9 @@ def execute(path: Path) -> Any:
 def _locked(path: Path) -> Iterator[None]:
     """Hold ``path``'s lock: one process at a time runs (or reads) a notebook.
 
-    scripts/test.sh runs notebook 6 and the docs build side by side; when a build reaches a
-    notebook that another process is running, it waits for that copy instead of running the
-    notebook a second time.
+    scripts/test.sh runs notebook 6 (then the docs build) beside the other notebooks; a
+    process that reaches a notebook another one is running waits for that copy instead of
+    running the notebook a second time.
     """
     lock = copy_path(path).with_name(f".{path.name}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command, and exactly what CI runs: set up .venv with the test,
-# docs and notebook extras, lint, build the documentation strictly (executing every
-# notebook), then run the whole test suite, which checks the executed notebooks and
-# opens the built site in headless Chromium, and the core tests once more on the plain path.
-# Extra arguments go to every pytest run (e.g. -x).
+# docs and notebook extras, lint, then, side by side on two cores, build the documentation
+# strictly (executing every notebook) and run the whole test suite, which checks the
+# executed notebooks and opens the built site in headless Chromium, and the core tests once
+# more on the plain path. Extra arguments go to every pytest run (e.g. -x).
 #
 # Run as root (as CI does), it first installs what the tests need from Debian when it is
 # missing: chromium (the site test), graphviz (drawn graphs) and npm (the docs take
@@ -50,16 +50,15 @@ if [[ -n "$apt_job" ]]; then
 fi
 echo "set up and linted in $SECONDS s"
 
-# The rest shares the cores in two lanes. Notebook 6 trains nine networks and takes longer
-# than everything else in the docs build together, so it starts at once, on a core of its
-# own; the docs build follows it (reusing every executed copy: scripts/run_notebooks.py),
-# then the tests of the built site and of the executed notebooks. Meanwhile the other lane
-# runs the other notebooks, then every other test on two workers (pytest-xdist), then the
-# core tests once more on the plain path, MINIBAM_FAST=0 (minibam/ops without
-# minibam/backends' fast kernels: docs/architecture.md, "Two paths"). Those tests run at a
-# lower priority (nice), so notebook 6 and the site checks keep their cores and the tests
-# take the rest. --dist loadscope gives each test module to one worker as a whole, so a
-# module fixture runs once (test_grader_class grades its class once, say).
+# The rest runs in two lanes. Notebook 6 trains nine networks and takes longer than the
+# rest of the docs build together, so it starts at once on a core of its own; the docs
+# build follows it (reusing every executed copy: scripts/run_notebooks.py), then the tests
+# of the built site and the executed notebooks. The other lane runs the other notebooks,
+# then every other test on two pytest-xdist workers, then the core tests once more on the
+# plain path, MINIBAM_FAST=0 (minibam/ops without minibam/backends' fast kernels:
+# docs/architecture.md, "Two paths"). Those tests run at a lower priority (nice 5) and take
+# the time that notebook 6 and the site checks leave. --dist loadscope gives each test
+# module to one worker, so a module fixture runs once (the class test_grader_class grades).
 site_tests=(tests/test_docs_site.py tests/test_notebooks.py tests/test_prose_numbers.py)
 long=notebooks/06_cluttered_digits.ipynb
 others=()
