@@ -25,9 +25,16 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, as before
+    fcntl = None
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -149,12 +156,29 @@ def execute(path: Path) -> Any:
     return notebook
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold ``path``'s lock: one process at a time runs (or reads) a notebook.
+
+    scripts/test.sh runs notebook 6 (then the docs build) beside the other notebooks; a
+    process that reaches a notebook another one is running waits for that copy instead of
+    running the notebook a second time.
+    """
+    lock = copy_path(path).with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 def executed(path: Path) -> tuple[Any, bool]:
     """``(notebook with outputs, whether it was run now)``: the fresh copy, or a new run."""
-    notebook = fresh_copy(path)
-    if notebook is not None:
-        return notebook, False
-    return execute(path), True
+    with _locked(path):
+        notebook = fresh_copy(path)
+        if notebook is not None:
+            return notebook, False
+        return execute(path), True
 
 
 def execute_all(paths: list[Path], jobs: int = 2) -> list[tuple[Path, Any, bool]]:
