@@ -24,7 +24,9 @@ from tests.test_prose_numbers import _measured
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "benchmarks" / "results.json"
-PAGES = {"docs/performance.md": {"meta", "bam", "profile", "conv", "step", "memory"}, "docs/cbam.md": {"cbam"}}
+PAGES = {"docs/performance.md": {"meta", "bam", "profile", "threads", "conv", "step", "memory"},
+         "docs/cbam.md": {"cbam"}}
+RESNET_SHAPES = {"(4,256,56,56)", "(8,512,28,28)", "(16,1024,14,14)"}
 
 
 def _prose(text: str) -> str:
@@ -58,7 +60,37 @@ def test_the_record_holds_every_part() -> None:
     assert set(record["runs"]) == {"bam", "cbam", "conv", "gemm", "step", "memory"}
     assert set(record["runs"]["bam"]) == {"kept", "default", "plain"}
     assert len(record["profile"]) == 2 * len(bench.BAM_SHAPES)
+    assert len(report.thread_gains(record)) == 2 * len(bench.BAM_SHAPES)
     assert record["meta"]["allocators"]["kept"] == bench.allocator_environment("kept", "bam")
+
+
+def _profiles(record: dict) -> list[tuple[str, dict]]:
+    return [("(" + ",".join(map(str, r["shape"])) + ")", r) for r in record["profile"]]
+
+
+def test_what_the_page_says_the_record_shows() -> None:
+    """docs/performance.md, "Where the time goes", states these of the record in words."""
+    record = json.loads(RECORD.read_text(encoding="utf-8"))
+    for label, r in _profiles(record):
+        mb, th = (r["sides"][lib] for lib in ("minibam", "torch"))
+        # "On one thread, the work is close": float64 about as much or less, float32 at most a third more.
+        assert mb["total_ms"] / th["total_ms"] <= (1.1 if r["dtype"] == "float64" else 4 / 3), (label, r["dtype"])
+        if r["dtype"] == "float32" and label in RESNET_SHAPES:
+            # "the part where minibam does the most more than PyTorch"
+            gaps = {part: mb["parts_ms"][part] - th["parts_ms"][part] for part in mb["parts_ms"]}
+            assert max(gaps, key=gaps.get) == "3x3 convs", (label, gaps)
+    for label, m in report._rows(record, "conv", "kept"):
+        if m.shape[5] != 3:
+            continue
+        mb, th = (2 * report.useful_products(m.shape) / m.center(s.label) for s in m.sides[:2])
+        if m.dtype == "float32":  # "below half of PyTorch's GFLOP/s and below a quarter of the peak"
+            peak = next(p for _, p in report._rows(record, "gemm", "kept") if p.dtype == "float32")
+            assert mb < th / 2 and mb < 2 * peak.shape[0] ** 3 / peak.center(peak.sides[0].label) / 4, label
+        else:  # "level with PyTorch's or faster"
+            assert m.ratio <= 1.05, label
+    for gain in report.thread_gains(record):  # "PyTorch gains more from its second thread"
+        if gain["shape"] in RESNET_SHAPES:
+            assert gain["gain"]["torch"] > gain["gain"]["minibam"], gain
 
 
 def _row(workload: str, label: str, shape: tuple, dtype: str, a: list[float], b: list[float]) -> dict:

@@ -168,6 +168,31 @@ def render_profile(record: dict) -> str:
     return _table(header, rows)
 
 
+def thread_gains(record: dict) -> list[dict]:
+    """For each BAM shape and dtype, each library's one-thread CPU time of a step (the
+    profile) over its two-thread wall time (the BAM table, allocator kept): how much the
+    second core gives it."""
+    walls = _by_key(_rows(record, "bam", "kept"))
+    gains = []
+    for result in record["profile"]:
+        label = "(" + ",".join(map(str, result["shape"])) + ")"
+        m = walls.get((label, result["dtype"]))
+        if m is None:
+            continue
+        one = {lib: result["sides"][lib]["total_ms"] for lib in ("minibam", "torch")}
+        two = {lib: 1e3 * m.center(side.label) for lib, side in zip(("minibam", "torch"), m.sides, strict=False)}
+        gains.append({"shape": label, "dtype": result["dtype"], "one": one, "two": two,
+                      "gain": {lib: one[lib] / two[lib] for lib in one}})
+    return gains
+
+
+def render_threads(record: dict) -> str:
+    header = ["shape (N,C,H,W)", "dtype", "minibam: 1 thread CPU ms", "2 threads wall ms", "gain",
+              "torch: 1 thread CPU ms", "2 threads wall ms", "gain"]
+    return _table(header, ([g["shape"], g["dtype"], *(cell for lib in ("minibam", "torch") for cell in (
+        f"{g['one'][lib]:.1f}", f"{g['two'][lib]:.1f}", f"{g['gain'][lib]:.2f}"))] for g in thread_gains(record)))
+
+
 def render_meta(record: dict) -> str:
     """How and where the record was measured: the header every generated page shows."""
     meta, when = record["meta"], record["when"]
@@ -189,7 +214,7 @@ def render_meta(record: dict) -> str:
 
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "meta": render_meta, "bam": render_bam, "cbam": lambda r: render_bam(r, "cbam"), "conv": render_conv,
-    "step": render_step, "memory": render_memory, "profile": render_profile,
+    "step": render_step, "memory": render_memory, "profile": render_profile, "threads": render_threads,
 }
 
 
