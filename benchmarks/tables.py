@@ -1,6 +1,6 @@
 """Measure every performance table of the docs, keep the record, and write the pages from it.
 
-    python benchmarks/tables.py --write            # everything (about 20 minutes), then the pages
+    python benchmarks/tables.py --write            # everything, then the pages
     python benchmarks/tables.py --write --only bam step   # measure these again, keep the rest
     python benchmarks/tables.py --pages            # rewrite the pages from the record alone
 
