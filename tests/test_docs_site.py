@@ -339,5 +339,6 @@ def test_no_page_shows_an_unfilled_placeholder(site: Path) -> None:
     left = [str(p.relative_to(site)) for p in site.rglob("*.html")
             if re.search(r"\{\{\s*(?:notebook|command)_output\(", p.read_text(encoding="utf-8"))]
     assert not left, f"pages with unfilled placeholders: {left}"
-    page = html.unescape((site / "getting-started.html").read_text(encoding="utf-8"))
-    assert re.search(r"all \d+ checks passed", page), "getting-started.html lacks minibam check's output"
+    for name in ("getting-started.html", "cli.html"):
+        page = html.unescape((site / name).read_text(encoding="utf-8"))
+        assert re.search(r"all \d+ checks passed", page), f"{name} lacks minibam check's output"
