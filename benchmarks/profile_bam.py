@@ -55,16 +55,6 @@ def _conv_part(weight_shape: tuple[int, ...]) -> str:
     return "1x1 convs" if tuple(weight_shape[-2:]) == (1, 1) else "3x3 convs"
 
 
-def useful_products(x_shape, weight_shape, padding: int, dilation: int) -> int:
-    """Multiply-adds of one forward that do not meet a padding zero; dx and dW make as many
-    each (the same pairs, summed another way)."""
-    from minibam.backends.conv_regions import products
-    from minibam.ops.conv import geometry
-
-    g = geometry("profile", x_shape[2], x_shape[3], tuple(weight_shape[2:]), 1, padding, dilation)
-    return products(tuple(x_shape), weight_shape[0], g)[1]
-
-
 def peak_gflops(dtype: np.dtype, size: int = 1536, repeat: int = 5) -> float:
     """GFLOP/s of one large square matrix product: the most this BLAS reaches here."""
     a, b = (np.random.default_rng(k).standard_normal((size, size)).astype(dtype) for k in (1, 2))
@@ -117,10 +107,17 @@ def _instrument() -> None:
             op.backward = _timed(f"{name} backward", op.backward)
 
 
-def _minibam_parts(name: str) -> str:
-    if name.startswith("Conv2d"):
-        return name
-    return "batch norm" if name.startswith("BatchNorm") else "everything else"
+def _by_op(step, repeat: int) -> tuple[float, float, dict[str, float]]:
+    """A step's CPU ms and page faults timed without instruments, then its ms op by op."""
+    for _ in range(2):
+        step()
+    total, faults = _total(step, repeat)
+    _instrument()
+    step()
+    SPENT.clear()
+    for _ in range(repeat):
+        step()
+    return total, faults, {k: 1e3 * v / repeat for k, v in SPENT.items()}
 
 
 def profile_minibam(shape, dtype, repeat: int, by_op: bool) -> dict:
@@ -134,18 +131,10 @@ def profile_minibam(shape, dtype, repeat: int, by_op: bool) -> dict:
         bam.zero_grad()
         bam(Tensor(x, requires_grad=True)).backward(dy)
 
-    for _ in range(2):
-        step()
-    total, faults = _total(step, repeat)
-    _instrument()
-    step()
-    SPENT.clear()
-    for _ in range(repeat):
-        step()
-    ops = {k: 1e3 * v / repeat for k, v in SPENT.items()}
+    total, faults, ops = _by_op(step, repeat)
     parts = collections.Counter()
-    for k, v in ops.items():
-        parts[k if k in PARTS else _minibam_parts(k)] += v
+    for k, v in ops.items():  # Conv2d's time is already under its part's name (`_timed`)
+        parts[k if k in PARTS else "batch norm" if k.startswith("BatchNorm") else "everything else"] += v
     return _result("minibam", shape, dtype, total, parts, faults, ops if by_op else None)
 
 
@@ -199,12 +188,14 @@ def _result(library, shape, dtype, total, parts, faults, ops) -> dict:
 
 
 def conv_products(shape) -> dict[str, int]:
-    """Useful multiply-adds of forward + dx + dW of BAM's convolutions at ``shape`` (r = 16)."""
+    """Useful multiply-adds of forward + dx + dW of BAM's convolutions at ``shape`` (r = 16):
+    the two dilated 3x3 ones, C/r -> C/r, and the 1x1 ones, C -> C/r and C/r -> 1."""
+    from minibam.bench.report import useful_products  # (N, C, H, W, O, k, dilation)
+
     n, c, h, w = shape
     mid = c // min(16, c)
-    dilated = 2 * useful_products((n, mid, h, w), (mid, mid, 3, 3), 4, 4)
-    pointwise = useful_products((n, c, h, w), (mid, c, 1, 1), 0, 1) + useful_products((n, mid, h, w), (1, mid, 1, 1), 0, 1)
-    return {"3x3 convs": 3 * dilated, "1x1 convs": 3 * pointwise}
+    return {"3x3 convs": 2 * useful_products((n, mid, h, w, mid, 3, 4)),
+            "1x1 convs": useful_products((n, c, h, w, mid, 1, 1)) + useful_products((n, mid, h, w, 1, 1, 1))}
 
 
 def side_by_side(shape, dtype: str, repeat: int) -> dict:
@@ -251,15 +242,7 @@ def profile_step(shape, dtype, repeat: int) -> dict:
     from minibam.bench.workloads import WORKLOADS
 
     step = WORKLOADS["step"]({"shape": list(shape), "dtype": np.dtype(dtype).name, "seed": 0}, None)
-    for _ in range(2):
-        step()
-    total, faults = _total(step, repeat)
-    _instrument()
-    step()
-    SPENT.clear()
-    for _ in range(repeat):
-        step()
-    ops = {k: 1e3 * v / repeat for k, v in SPENT.items()}
+    total, faults, ops = _by_op(step, repeat)
     return {"total_ms": total, "page_faults": faults, "ops_ms": ops}
 
 
