@@ -106,9 +106,9 @@ def _record(ratio: float) -> dict:
 
 
 def test_bam_table_ratio_range_and_target() -> None:
-    table = report.render_bam(_record(1.0))
+    table = report.render_runs(_record(1.0), "bam")
     assert "| 1.00 (0.95-1.05) | ≤ 1: met |" in table
-    assert "missed" in report.render_bam(_record(1.01))
+    assert "missed" in report.render_runs(_record(1.01), "bam")
     assert "1000.0 ±10%" in table  # minibam's median in ms, spread (max - min) / median
 
 
@@ -116,7 +116,7 @@ def test_untrusted_ratio_is_flagged() -> None:
     record = _record(1.0)
     record["runs"]["bam"]["kept"][0] = _row("bam", "(2,8,4,4)", (2, 8, 4, 4), "float64", [0.5, 1.0, 1.5],
                                             [1.0, 1.0, 1.0])
-    assert "1.00 (0.50-1.50) (!) | ≤ 0.9: missed" in report.render_bam(record)
+    assert "1.00 (0.50-1.50) (!) | ≤ 0.9: missed" in report.render_runs(record, "bam")
 
 
 def test_useful_products_count_the_pairs_without_padding() -> None:
@@ -150,7 +150,7 @@ def test_fill_rewrites_only_the_regions_and_refuses_unknown_ones() -> None:
     with pytest.raises(ValueError, match="unknown region 'nope'"):
         report.fill("<!-- bench:nope -->\n<!-- /bench -->", record)
     with pytest.raises(KeyError, match="no 'bam' run with 'kept'"):
-        report.render_bam({"runs": {"bam": {}}})
+        report.render_runs({"runs": {"bam": {}}}, "bam")
 
 
 def test_a_changed_record_changes_the_page() -> None:

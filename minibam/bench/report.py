@@ -82,28 +82,24 @@ def _by_key(rows: list[tuple[str, Measurement]]) -> dict[tuple[str, str], Measur
     return {(label, m.dtype): m for label, m in rows}
 
 
-def render_bam(record: dict, suite: str = "bam") -> str:
-    """BAM (or CBAM) forward + backward: the times with the allocator kept on both sides,
-    and the ratio as imported (glibc's defaults on both sides) and on the plain path."""
+def render_runs(record: dict, suite: str) -> str:
+    """A module's forward + backward (``bam``, ``cbam``) or a training step (``step``): the
+    times with the allocator kept on both sides, and the ratio as imported (glibc's
+    defaults on both sides) and on the plain path where they were measured; the target
+    column where the suite has one."""
     runs = record["runs"][suite]
     others = {s: _by_key(_rows(record, suite, s)) for s in ("default", "plain") if s in runs}
-    header = ["shape (N,C,H,W)", "dtype", "minibam ms", "torch ms", "ratio (range)"]
+    targets = any(kind == suite for kind, _ in TARGETS)
+    header = ["shape (N,1,H,W)" if suite == "step" else "shape (N,C,H,W)", "dtype", "minibam ms", "torch ms",
+              "ratio (range)"]
     header += [{"default": "as imported: ratio", "plain": "plain path: ratio"}[s] for s in others]
-    header += ["target (median ratio)"] if suite == "bam" else []
+    header += ["target (median ratio)"] if targets else []
     rows = []
     for label, m in _rows(record, suite, "kept"):
         row = [label, m.dtype, _ms(m, 0), _ms(m, 1), _ratio(m)]
         row += [_ratio(others[s].get((label, m.dtype))) for s in others]
-        rows.append(row + (_target("bam", m.dtype, m) if suite == "bam" else []))
+        rows.append(row + (_target(suite, m.dtype, m) if targets else []))
     return _table(header, rows)
-
-
-def render_step(record: dict) -> str:
-    default = _by_key(_rows(record, "step", "default")) if "default" in record["runs"]["step"] else {}
-    header = ["shape (N,1,H,W)", "dtype", "minibam ms", "torch ms", "ratio (range)", "as imported: ratio",
-              "target (median ratio)"]
-    return _table(header, ([label, m.dtype, _ms(m, 0), _ms(m, 1), _ratio(m), _ratio(default.get((label, m.dtype))),
-                            *_target("step", m.dtype, m)] for label, m in _rows(record, "step", "kept")))
 
 
 def useful_products(shape: tuple[int, ...]) -> int:
@@ -213,8 +209,8 @@ def render_meta(record: dict) -> str:
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {
-    "meta": render_meta, "bam": render_bam, "cbam": lambda r: render_bam(r, "cbam"), "conv": render_conv,
-    "step": render_step, "memory": render_memory, "profile": render_profile, "threads": render_threads,
+    "meta": render_meta, "bam": lambda r: render_runs(r, "bam"), "cbam": lambda r: render_runs(r, "cbam"),
+    "conv": render_conv, "step": lambda r: render_runs(r, "step"), "memory": render_memory, "profile": render_profile, "threads": render_threads,
 }
 
 
