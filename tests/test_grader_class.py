@@ -303,9 +303,9 @@ def test_names_are_escaped_in_the_text_report(tmp_path):
 def test_without_a_user_id_of_its_own_processes_are_still_ended(tmp_path, monkeypatch):
     """As an ordinary user grades (root would give the worker a user id of its own): what
     the worker starts carries the submission's token and is ended by it."""
-    from minibam.exercises import grader
+    from minibam.exercises import grader, processes
 
-    monkeypatch.setattr(grader, "_same_user", True)
+    monkeypatch.setattr(processes, "_same_user", True)
     notebook(tmp_path / "room" / "spawn", stubs_except({"unbroadcast": SPAWN, "Div": solution("Div")}))
     notebook(tmp_path / "room" / "honest", [solution("unbroadcast")])
     rows = {(Path(r.submission).name, r.exercise): r for r in grader.grade([str(tmp_path / "room")], timeout=5)}
