@@ -21,6 +21,7 @@ from minibam.verify import harness
 from minibam.verify.bam_variants import SPECS, VARIANTS, name_of
 from minibam.verify.check import Kind, Reading, Spec, check
 from minibam.verify.reading import (
+    Call,
     check_batch_norm,
     describe_layer,
     first_calls,
@@ -71,10 +72,10 @@ class _BamKind(Kind):
     name, who, variants, combine_step = "BAM", "verify.bam", VARIANTS, "combine"
     paper_variant, released_variant = 'paper', 'official'
 
-    def read(self, twin: Any, calls: list[harness.Call], channels: int, options: dict[str, Any]) -> Reading:
+    def read(self, twin: Any, calls: list[Call], channels: int, options: dict[str, Any]) -> Reading:
         problems: list[str] = []
-        mlp: list[harness.Call] = []
-        convs: list[harness.Call] = []
+        mlp: list[Call] = []
+        convs: list[Call] = []
         bn_of: dict[str, str] = {}
         relu_after: set[str] = set()
         last: str | None = None
@@ -138,7 +139,7 @@ class _BamKind(Kind):
         return Reading(channels, opts, layers, structure, fingerprint, notes)
 
     @staticmethod
-    def _read_mlp(mlp: list[harness.Call], bn_of: dict[str, str], channels: int, layers: dict[str, str],
+    def _read_mlp(mlp: list[Call], bn_of: dict[str, str], channels: int, layers: dict[str, str],
                   problems: list[str]) -> dict[str, Any]:
         if not mlp:
             problems.append("no channel MLP (a Linear, or a 1x1 conv on the pooled map, reading "
@@ -163,7 +164,7 @@ class _BamKind(Kind):
                 "mlp_layers": " and ".join(kinds), "closing_channel": mlp[-1].name in bn_of}
 
     @staticmethod
-    def _read_spatial(convs: list[harness.Call], bn_of: dict[str, str], relu_after: set[str], relus_seen: bool,
+    def _read_spatial(convs: list[Call], bn_of: dict[str, str], relu_after: set[str], relus_seen: bool,
                       channels: int, layers: dict[str, str], problems: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"spatial_width": None, "reduce_bn": True, "reduce_relu": True,
                                "dilation_conv_num": 0, "dilation_val": None, "kernel_size": 3, "padding": None,

@@ -25,6 +25,7 @@ from minibam.verify import harness
 from minibam.verify.bam import default_shapes
 from minibam.verify.check import Kind, Reading, Spec, check
 from minibam.verify.reading import (
+    Call,
     check_batch_norm,
     describe_layer,
     first_calls,
@@ -92,10 +93,10 @@ class _CbamKind(Kind):
     name, who, variants, combine_step = "CBAM", "verify.cbam", VARIANTS, "combine"
     paper_variant, released_variant = 'paper', 'released'
 
-    def read(self, twin: Any, calls: list[harness.Call], channels: int, options: dict[str, Any]) -> Reading:
+    def read(self, twin: Any, calls: list[Call], channels: int, options: dict[str, Any]) -> Reading:
         problems: list[str] = []
-        mlp: list[harness.Call] = []
-        convs: list[harness.Call] = []
+        mlp: list[Call] = []
+        convs: list[Call] = []
         bn_of: dict[str, str] = {}
         last = None
         for c in first_calls(calls):
@@ -135,9 +136,9 @@ class _CbamKind(Kind):
         return Reading(channels, opts, layers, structure, fingerprint, notes)
 
     @staticmethod
-    def _read_mlp(mlp: list[harness.Call], calls: list[harness.Call], bn_of: dict[str, str], channels: int,
+    def _read_mlp(mlp: list[Call], calls: list[Call], bn_of: dict[str, str], channels: int,
                   layers: dict[str, str], problems: list[str]) -> tuple[dict[str, Any], dict[str, Any], int]:
-        chains: list[list[harness.Call]] = []
+        chains: list[list[Call]] = []
         for c in mlp:  # a chain starts where a layer reads all C channels
             if widths(c.module)[0] == channels or not chains:
                 chains.append([])
@@ -182,7 +183,7 @@ class _CbamKind(Kind):
                 structure, len(chains))
 
     @staticmethod
-    def _pools(twin: Any, calls: list[harness.Call], count: int) -> tuple[tuple[str, ...], str]:
+    def _pools(twin: Any, calls: list[Call], count: int) -> tuple[tuple[str, ...], str]:
         """The pools, in order: a ``pool_types`` attribute (the released code's), else the
         pooling layers called, else assumed."""
         for m in twin.modules():
@@ -195,7 +196,7 @@ class _CbamKind(Kind):
         return ("avg", "max", "lp", "lse")[:max(count, 1)], "assumed"
 
     @staticmethod
-    def _read_spatial(convs: list[harness.Call], bn_of: dict[str, str], layers: dict[str, str],
+    def _read_spatial(convs: list[Call], bn_of: dict[str, str], layers: dict[str, str],
                       problems: list[str]) -> dict[str, Any]:
         if not convs:
             return {"no_spatial": True, "kernel_size": 7, "spatial_bias": False, "spatial_bn": False}

@@ -28,6 +28,7 @@ import numpy as np
 
 from minibam.checks.compare import Row, compare, default_tolerance
 from minibam.verify import harness
+from minibam.verify.reading import Call, before, trace
 from minibam.verify.report import Candidate, Report, raised_report
 
 
@@ -67,7 +68,7 @@ class Kind:
     paper_variant: str  # the variant that is the paper's structure
     released_variant: str  # the variant that is the released code's (with its bugs fixed)
 
-    def read(self, twin: Any, calls: list[harness.Call], channels: int, options: dict[str, Any]) -> Reading:
+    def read(self, twin: Any, calls: list[Call], channels: int, options: dict[str, Any]) -> Reading:
         raise NotImplementedError
 
     def specs(self, reading: Reading) -> list[Spec]:
@@ -164,7 +165,7 @@ def _check(kind: Kind, module: Any, variant: str, shapes: list[tuple[int, ...]] 
         if len(s) != 4 or s[1] != channels or min(s) < 1 or (True in modes and s[0] < 2):
             raise ValueError(f"{kind.who}: shape {s} must be (N, C={channels}, H, W) with N >= 2 "
                              f"in training mode")
-    calls = harness.trace(twin, shapes)
+    calls = trace(twin, shapes)
     called = {c.name for c in calls}
     unused = [n for n in harness.layers_with_parameters(twin) if n not in called]
     reading = kind.read(twin, calls, channels, options)
@@ -245,7 +246,7 @@ class _Scorer:
     """Every case of one spec against the user's runs."""
 
     def __init__(self, kind: Kind, reading: Reading, twin: Any, state: dict[str, np.ndarray],
-                 their_buffers: dict[str, np.ndarray], calls: list[harness.Call], cases: list[tuple],
+                 their_buffers: dict[str, np.ndarray], calls: list[Call], cases: list[tuple],
                  rtol: float, atol: float, dtype: str) -> None:
         self.kind, self.reading, self.twin, self.state = kind, reading, twin, state
         self.their_buffers, self.calls, self.cases = their_buffers, calls, cases
@@ -302,7 +303,7 @@ class _Scorer:
                 continue
             if what == "output":
                 return theirs, f"its output differs, max rel {row.max_rel:.1e}, while its input agrees"
-            culprit = harness.before(self.calls, theirs)
+            culprit = before(self.calls, theirs)
             return culprit, (f"the input of {theirs} differs, max rel {row.max_rel:.1e}, while the "
                              f"layers before agree")
         failed = [r for r in rows if not r.passed]

@@ -1,18 +1,102 @@
 """Reading a user's attention module from its layers: what BAM's and CBAM's readers share.
 
-A reader walks the layer calls of one forward pass (`minibam.verify.harness.trace`) and
-asks of each layer what kind it is: a layer of the channel MLP (a Linear, or a 1x1 conv
-on a pooled 1x1 map), a conv on the feature map, a batch norm after one of them, a ReLU.
+`trace` records the layer calls of one forward pass (forward hooks on a throwaway copy);
+a reader walks them and asks of each layer what kind it is: a layer of the channel MLP
+(a Linear, or a 1x1 conv on a pooled 1x1 map), a conv on the feature map, a batch norm
+after one of them, a ReLU.
 Problems are collected in the user's names, so that a refusal lists every layer it could
 not place, once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from minibam.verify.harness import Call, import_torch, is_batch_norm
+import numpy as np
+
+from minibam.verify.harness import (
+    ModuleRaised,
+    case_label,
+    import_torch,
+    is_batch_norm,
+    layers_with_parameters,
+)
+
+
+@dataclass
+class Call:
+    """One call of a layer in a forward pass: its dotted name, the module, and the shapes
+    of its first input and its output."""
+
+    name: str
+    module: Any
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    has_parameters: bool
+
+
+def trace(module: Any, shapes: Sequence[Sequence[int]]) -> list[Call]:
+    """Every call of a leaf layer (and of every layer owning parameters) in one forward
+    pass, in order: eval mode, no gradients, on a throwaway copy, on the first of
+    ``shapes`` the module runs on (`ModuleRaised` for the first if it runs on none)."""
+    first_error = None
+    for shape in shapes:
+        try:
+            return _trace(module, shape)
+        except ModuleRaised as error:
+            first_error = first_error or error
+    raise first_error
+
+
+def _trace(module: Any, shape: Sequence[int]) -> list[Call]:
+    torch = import_torch()
+    twin = copy.deepcopy(module).eval()
+    owners = layers_with_parameters(twin)
+    calls: list[Call] = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(mod: Any, inputs: Any, output: Any) -> None:
+            first = inputs[0] if isinstance(inputs, tuple) and inputs else inputs
+            calls.append(Call(name, mod, _shape(torch, first), _shape(torch, output), name in owners))
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in twin.named_modules()
+               if name and (name in owners or next(m.children(), None) is None)]
+    x = np.random.default_rng(0).standard_normal(tuple(shape)) + 0.2
+    try:
+        with torch.no_grad():
+            twin(torch.as_tensor(x, dtype=next(twin.parameters()).dtype))
+    except Exception as error:  # on a legal input: a finding, reported as a failure
+        raise ModuleRaised(case_label(False, shape), error) from None
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def _shape(torch: Any, value: Any) -> tuple[int, ...]:
+    return tuple(value.shape) if torch.is_tensor(value) else ()
+
+
+_SHAPE_ONLY = ("Flatten", "Unflatten", "Dropout", "Dropout2d")
+
+
+def before(calls: Sequence[Call], name: str) -> str:
+    """What feeds layer ``name`` in the user's forward pass, in their names: the
+    parameter-free layer called just before it in the same part of the module (an
+    activation, a pool), else the part of the module that holds ``name``."""
+    first = next(i for i, c in enumerate(calls) if c.name == name)
+    top = name.split(".")[0]
+    for c in reversed(calls[:first]):
+        if type(c.module).__name__ in _SHAPE_ONLY:
+            continue
+        if not c.has_parameters and c.name.split(".")[0] == top:
+            return c.name
+        break
+    return top
 
 
 def widths(module: Any) -> tuple[int, int]:
