@@ -247,10 +247,13 @@ def profile_step(shape, dtype, repeat: int) -> dict:
 
 
 def main() -> None:
+    from minibam.cli._common import int_at_least, shape_type
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", default="16,1024,14,14", help="N,C,H,W (default 16,1024,14,14)")
+    parser.add_argument("--shape", type=shape_type("NCHW"), help="N,C,H,W (default 16,1024,14,14; "
+                        "with --step 32,1,32,32)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--repeat", type=int_at_least(1), default=10)
     parser.add_argument("--library", choices=["minibam", "torch"], help="profile one library in this process")
     parser.add_argument("--ops", action="store_true", help="with --library minibam: op by op")
     parser.add_argument("--step", action="store_true",
@@ -258,9 +261,7 @@ def main() -> None:
                              "batch of --shape (default 32,1,32,32), as `minibam bench --suite step`")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args()
-    if args.step and args.shape == parser.get_default("shape"):
-        args.shape = "32,1,32,32"
-    shape = tuple(int(v) for v in args.shape.split(","))
+    shape = args.shape or ((32, 1, 32, 32) if args.step else (16, 1024, 14, 14))
     dtype = np.dtype(args.dtype)
     if args.step:
         result = profile_step(shape, dtype, args.repeat)

@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 from minibam import bench  # noqa: E402
 from minibam._atomic import atomic_write  # noqa: E402
 from minibam.bench import report  # noqa: E402
+from minibam.cli._common import int_at_least  # noqa: E402
 
 RECORD = ROOT / "benchmarks" / "results.json"
 PAGES = [ROOT / "docs" / "performance.md", ROOT / "docs" / "cbam.md"]
@@ -147,9 +148,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS), help="measure only these")
     parser.add_argument("--write", action="store_true", help="save the record and rewrite the pages")
     parser.add_argument("--pages", action="store_true", help="only rewrite the pages from the saved record")
-    parser.add_argument("--processes", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--processes", type=int_at_least(1), default=3)
+    parser.add_argument("--repeat", type=int_at_least(1), default=7)
+    parser.add_argument("--threads", type=int_at_least(1), default=2)
     args = parser.parse_args()
     record = json.loads(RECORD.read_text()) if RECORD.exists() else {}
     if not args.pages:
